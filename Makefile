@@ -1,0 +1,51 @@
+# The two commands a new user needs:  make run  (the app on the local stack)  ·  make test
+# Everything else is a building block of those two.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NODE := node_modules/.installed
+
+.PHONY: setup run test lint typecheck unit integration e2e infra-check simulator demo smoke bench clean
+
+setup: $(STAMP_PY) $(STAMP_NODE)  ## install Python packages (.venv) and Azurite (node_modules)
+
+$(STAMP_PY): requirements.txt requirements-dev.txt
+	@echo "==> Python packages into $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(STAMP_NODE): package.json
+	@echo "==> Azurite from npm into node_modules"
+	@npm install --silent --no-audit --no-fund --no-package-lock
+	@touch $@
+
+run: setup  ## start Azurite + the simulator + the local Functions host; Ctrl-C stops all
+	@$(PY) -m devstack up
+
+simulator: setup  ## the Dataverse / Entra ID / Key Vault simulator alone
+	@$(PY) -m devstack.simulator --state-dir .devstack
+
+demo: setup  ## push sample leads through a running `make run` and watch them sync
+	@$(PY) -m devstack.demo
+
+lint: setup
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	@echo "==> mypy"
+	@$(VENV)/bin/mypy .
+
+test: setup lint typecheck  ## lint, type-check, then every test
+	@echo "==> pytest"
+	@$(PY) -m pytest -q
+
+unit: setup
+	@$(PY) -m pytest -q tests/unit
+
+clean:
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""Settings: one frozen dataclass built from the environment, once, lazily.
+
+Every setting the app reads is named here (and documented in `local.settings.json.example`).
+A missing or malformed setting raises `ConfigError` whose message starts with the setting's name;
+a secret's value is never part of a message.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+AUTH_MODES = ("client_secret", "managed_identity")
+_KEYVAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message names the setting, never its value."""
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected true or false")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum:g}")
+    return value
+
+
+def _https_url(env: Mapping[str, str], name: str, default: str = "") -> str:
+    raw = env.get(name, default).strip().rstrip("/")
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"{name}: must be an https:// URL")
+    return raw
+
+
+def is_unresolved_keyvault_reference(value: str) -> bool:
+    """True when an app setting still holds the literal `@Microsoft.KeyVault(...)` text.
+
+    The platform leaves the reference text in place when it cannot resolve it (no access, wrong
+    name); sending that text to Entra ID as a secret would only produce a confusing auth failure.
+    """
+    return bool(_KEYVAULT_REFERENCE.match(value))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's configuration. Build with `Settings.from_env`; read with `get_settings()`."""
+
+    enabled: bool
+    base_url: str
+    tenant_id: str
+    client_id: str
+    api_version: str
+    auth_mode: str
+    client_secret: str = field(repr=False)
+    keyvault_url: str
+    client_secret_name: str
+    managed_identity_client_id: str
+    authority_host: str
+    domain_key: bool
+    custom_fields: bool
+    retry_base_seconds: float
+    retry_cap_seconds: float
+    retry_jitter_seconds: float
+    max_attempts: int
+    claim_lease_seconds: float
+    claim_retry_seconds: float
+    http_timeout_seconds: float
+    queue_name: str
+    poison_queue_name: str
+    results_queue_name: str
+    state_table_name: str
+    storage_connection: str = field(repr=False)
+    storage_queue_service_uri: str
+    storage_table_service_uri: str
+    storage_client_id: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from a mapping of app settings.
+
+        Raises:
+            ConfigError: a required setting is missing or a value is malformed.
+        """
+        auth_mode = env.get("HUNTER_D365_AUTH_MODE", "client_secret").strip() or "client_secret"
+        if auth_mode not in AUTH_MODES:
+            raise ConfigError(f"HUNTER_D365_AUTH_MODE: must be one of {', '.join(AUTH_MODES)}")
+        secret = env.get("HUNTER_D365_CLIENT_SECRET", "")
+        if secret and is_unresolved_keyvault_reference(secret):
+            raise ConfigError(
+                "HUNTER_D365_CLIENT_SECRET: holds an unresolved Key Vault reference; check the app's "
+                "identity has 'Key Vault Secrets User' on the vault and the secret name is right"
+            )
+        queue = env.get("HUNTER_D365_QUEUE", "d365-lead-push").strip() or "d365-lead-push"
+        settings = cls(
+            enabled=_flag(env, "HUNTER_D365_ENABLED", True),
+            base_url=_https_url(env, "HUNTER_D365_BASE_URL"),
+            tenant_id=env.get("HUNTER_D365_TENANT_ID", "").strip(),
+            client_id=env.get("HUNTER_D365_CLIENT_ID", "").strip(),
+            api_version=env.get("HUNTER_D365_API_VERSION", "v9.2").strip() or "v9.2",
+            auth_mode=auth_mode,
+            client_secret=secret,
+            keyvault_url=_https_url(env, "HUNTER_KEYVAULT_URL"),
+            client_secret_name=env.get("HUNTER_D365_CLIENT_SECRET_NAME", "").strip(),
+            managed_identity_client_id=env.get("HUNTER_MANAGED_IDENTITY_CLIENT_ID", "").strip(),
+            authority_host=_https_url(env, "HUNTER_D365_AUTHORITY_HOST", "https://login.microsoftonline.com"),
+            domain_key=_flag(env, "HUNTER_D365_DOMAIN_KEY", False),
+            custom_fields=_flag(env, "HUNTER_D365_CUSTOM_FIELDS", True),
+            retry_base_seconds=_number(env, "HUNTER_D365_RETRY_BASE_SECONDS", 60.0),
+            retry_cap_seconds=_number(env, "HUNTER_D365_RETRY_CAP_SECONDS", 3600.0),
+            retry_jitter_seconds=_number(env, "HUNTER_D365_RETRY_JITTER_SECONDS", 10.0),
+            max_attempts=int(_number(env, "HUNTER_D365_MAX_ATTEMPTS", 6.0, minimum=1.0)),
+            claim_lease_seconds=_number(env, "HUNTER_D365_CLAIM_LEASE_SECONDS", 120.0, 1.0),
+            claim_retry_seconds=_number(env, "HUNTER_D365_CLAIM_RETRY_SECONDS", 5.0),
+            http_timeout_seconds=_number(env, "HUNTER_D365_HTTP_TIMEOUT_SECONDS", 30.0, 0.1),
+            queue_name=queue,
+            poison_queue_name=f"{queue}-poison",
+            results_queue_name=env.get("HUNTER_D365_RESULTS_QUEUE", "d365-lead-push-results").strip()
+            or "d365-lead-push-results",
+            state_table_name=env.get("HUNTER_D365_STATE_TABLE", "d365leadsync").strip() or "d365leadsync",
+            storage_connection=env.get("AzureWebJobsStorage", "").strip(),
+            storage_queue_service_uri=env.get("AzureWebJobsStorage__queueServiceUri", "").strip(),
+            storage_table_service_uri=env.get("AzureWebJobsStorage__tableServiceUri", "").strip(),
+            storage_client_id=env.get("AzureWebJobsStorage__clientId", "").strip(),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check that the settings hang together.
+
+        Raises:
+            ConfigError: naming the first setting that is missing or inconsistent.
+        """
+        if not self.base_url:
+            raise ConfigError("HUNTER_D365_BASE_URL: required (https://<org>.crm.dynamics.com)")
+        if self.auth_mode == "client_secret":
+            for name, value in (
+                ("HUNTER_D365_TENANT_ID", self.tenant_id),
+                ("HUNTER_D365_CLIENT_ID", self.client_id),
+            ):
+                if not value:
+                    raise ConfigError(f"{name}: required when HUNTER_D365_AUTH_MODE=client_secret")
+            if not self.client_secret and not (self.keyvault_url and self.client_secret_name):
+                raise ConfigError(
+                    "HUNTER_D365_CLIENT_SECRET: required when HUNTER_D365_AUTH_MODE=client_secret, "
+                    "unless HUNTER_KEYVAULT_URL and HUNTER_D365_CLIENT_SECRET_NAME are set"
+                )
+        if self.keyvault_url and not self.client_secret_name:
+            raise ConfigError("HUNTER_D365_CLIENT_SECRET_NAME: required with HUNTER_KEYVAULT_URL")
+        if self.domain_key and not self.custom_fields:
+            raise ConfigError(
+                "HUNTER_D365_DOMAIN_KEY: the alternate key is on the hnt_domain column, so it "
+                "needs HUNTER_D365_CUSTOM_FIELDS=true"
+            )
+        if not self.storage_connection and not self.storage_queue_service_uri:
+            raise ConfigError(
+                "AzureWebJobsStorage: required (a connection string, or "
+                "AzureWebJobsStorage__queueServiceUri and __tableServiceUri for identity access)"
+            )
+        if self.storage_queue_service_uri and not self.storage_table_service_uri:
+            raise ConfigError("AzureWebJobsStorage__tableServiceUri: required with __queueServiceUri")
+
+    @property
+    def api_url(self) -> str:
+        """The Web API root, e.g. https://org.crm.dynamics.com/api/data/v9.2."""
+        return f"{self.base_url}/api/data/{self.api_version}"
+
+    @property
+    def scope(self) -> str:
+        """The Entra ID scope for Dataverse: the org URL with /.default."""
+        return f"{self.base_url}/.default"
+
+    def lead_url(self, lead_id: str) -> str:
+        """The deep link that opens a lead in Dynamics (etn=lead; entity type code 1 is account)."""
+        return f"{self.base_url}/main.aspx?pagetype=entityrecord&etn=lead&id={lead_id}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, built from `os.environ` on first use.
+
+    Raises:
+        ConfigError: see `Settings.from_env`.
+    """
+    return Settings.from_env(os.environ)

@@ -1,0 +1,22 @@
+"""Dataverse Web API access: token providers, the client, and its typed errors."""
+
+from shared.dataverse.auth import ManagedIdentityTokenProvider, MsalTokenProvider, TokenProvider
+from shared.dataverse.client import DataverseClient, odata_literal
+from shared.dataverse.errors import (
+    D365APIError,
+    D365AuthenticationError,
+    D365Error,
+    D365RateLimitError,
+)
+
+__all__ = [
+    "D365APIError",
+    "D365AuthenticationError",
+    "D365Error",
+    "D365RateLimitError",
+    "DataverseClient",
+    "ManagedIdentityTokenProvider",
+    "MsalTokenProvider",
+    "TokenProvider",
+    "odata_literal",
+]

@@ -1,0 +1,235 @@
+"""`DataverseClient`: the few Web API calls the lead push needs, one HTTP request per method.
+
+No retry loops live here (the retry policy and the queue do that); every method either returns a
+value or raises a `D365Error` subclass (see `errors.py`). The network is injected: the client takes
+a `requests.Session` (pooled, reused across calls) and a token provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from shared.dataverse.auth import TokenProvider
+from shared.dataverse.errors import D365APIError, D365Error, error_from_response
+
+logger = logging.getLogger(__name__)
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_BASE_HEADERS = {
+    "Accept": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    # Dataverse caches GETs per session unless told otherwise.
+    "If-None-Match": "null",
+}
+
+
+def odata_literal(value: str) -> str:
+    """`value` as an OData string literal: single quotes doubled, wrapped in quotes."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """The answer to a create-only upsert: the new id, or None when the key already existed."""
+
+    lead_id: str | None
+    created: bool
+
+
+class DataverseClient:
+    """Calls the Dataverse Web API for `leads`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenProvider,
+        session: requests.Session | None = None,
+        api_version: str = "v9.2",
+        timeout: float = 30.0,
+    ) -> None:
+        """
+        Raises:
+            ValueError: `base_url` is not https (a bearer token must never travel in clear).
+        """
+        parts = urlsplit(base_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("Dataverse base URL must be an https:// URL")
+        self.base_url = base_url.rstrip("/")
+        self.api_url = f"{self.base_url}/api/data/{api_version}"
+        self._tokens = tokens
+        self._session = session or requests.Session()
+        self._timeout = timeout
+        self.last_latency_ms = 0.0
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        correlation_id: str | None,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+        absent: tuple[int, ...] = (),
+    ) -> requests.Response | None:
+        """One HTTP call. Returns the response on `ok`, None on `absent`, raises otherwise."""
+        token = self._tokens.get_token(correlation_id)
+        sent = dict(_BASE_HEADERS, Authorization=f"Bearer {token}")
+        if correlation_id:
+            sent["x-ms-client-request-id"] = correlation_id
+        if json_body is not None:
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        url = f"{self.api_url}/{path}"
+        started = time.perf_counter()
+        try:
+            response = self._session.request(
+                method, url, params=params, json=json_body, headers=sent, timeout=self._timeout
+            )
+        except requests.RequestException as exc:
+            raise D365APIError(
+                f"no response from Dataverse ({type(exc).__name__})", 0, "connection_error", transient=True
+            ) from None
+        finally:
+            self.last_latency_ms = (time.perf_counter() - started) * 1000
+        if response.status_code in ok:
+            return response
+        if response.status_code in absent:
+            return None
+        error = error_from_response(response.status_code, response.content, response.headers)
+        self._log_error(error, method, path, correlation_id)
+        raise error
+
+    def _log_error(self, error: D365Error, method: str, path: str, correlation_id: str | None) -> None:
+        event = "d365_rate_limited" if error.status == 429 else "d365_api_error"
+        logger.warning(
+            event,
+            extra={
+                "status_code": error.status,
+                "error_code": error.code,
+                "retry_after": getattr(error, "retry_after", None),
+                "operation": f"{method} {path.split('(')[0].split('?')[0]}",
+                "correlation_id": correlation_id,
+                "latency_ms": round(self.last_latency_ms, 1),
+            },
+        )
+
+    def get_lead(self, lead_id: str, correlation_id: str | None = None) -> str | None:
+        """The lead's id if a lead with `lead_id` exists, else None (Dataverse's 404).
+
+        Raises:
+            D365Error: any other failure.
+        """
+        if not _GUID.fullmatch(lead_id):
+            raise ValueError("lead_id must be a GUID")
+        response = self._request(
+            "GET", f"leads({lead_id})", correlation_id, params={"$select": "leadid"}, absent=(404,)
+        )
+        return None if response is None else str(response.json()["leadid"])
+
+    def find_lead(self, column: str, value: str, correlation_id: str | None = None) -> str | None:
+        """The id of a lead whose `column` equals `value` (case-insensitive, as Dataverse compares).
+
+        The value is always sent as an escaped OData literal, so a value such as
+        `x' or hnt_domain ne 'y` is a string to match, never part of the filter.
+
+        Raises:
+            D365Error: the query failed.
+        """
+        params = {
+            "$select": "leadid",
+            "$filter": f"{column} eq {odata_literal(value)}",
+            "$top": "1",
+        }
+        response = self._request("GET", "leads", correlation_id, params=params)
+        assert response is not None
+        rows = response.json().get("value", [])
+        return str(rows[0]["leadid"]) if rows else None
+
+    def get_lead_by_key(self, column: str, value: str, correlation_id: str | None = None) -> str | None:
+        """The id of the lead with alternate key `column=value`, else None.
+
+        Raises:
+            D365Error: the request failed (400 if the org has no such key).
+        """
+        response = self._request(
+            "GET",
+            self._key_path(column, value),
+            correlation_id,
+            params={"$select": "leadid"},
+            absent=(404,),
+        )
+        return None if response is None else str(response.json()["leadid"])
+
+    def create_lead(self, payload: dict[str, Any], correlation_id: str | None = None) -> str:
+        """Create a lead; return its id (from `OData-EntityId`).
+
+        Raises:
+            D365Error: the create failed (or its response was lost: transient, and the lead may
+            exist — the caller looks it up before creating again).
+        """
+        response = self._request("POST", "leads", correlation_id, json_body=payload, ok=(204, 201))
+        assert response is not None
+        return _id_from(response)
+
+    def create_lead_if_absent(
+        self, column: str, value: str, payload: dict[str, Any], correlation_id: str | None = None
+    ) -> UpsertResult:
+        """Create-only upsert through an alternate key: one round trip, never a duplicate.
+
+        `PATCH leads(col='value')` with `If-None-Match: *` creates the lead or answers 412 when a
+        lead with that key exists (then `lead_id` is None: look it up with `get_lead_by_key`).
+
+        Raises:
+            D365Error: any other failure.
+        """
+        response = self._request(
+            "PATCH",
+            self._key_path(column, value),
+            correlation_id,
+            params={"$select": "leadid"},
+            json_body=payload,
+            headers={"If-None-Match": "*", "Prefer": "return=representation"},
+            ok=(201, 200, 204),
+            absent=(412,),
+        )
+        if response is None:
+            return UpsertResult(None, created=False)
+        if response.status_code == 204:
+            return UpsertResult(_id_from(response), created=True)
+        return UpsertResult(str(response.json()["leadid"]), created=True)
+
+    def who_am_i(self, correlation_id: str | None = None) -> dict[str, Any]:
+        """`WhoAmI`: the caller's UserId, BusinessUnitId and OrganizationId.
+
+        Raises:
+            D365Error: the call failed.
+        """
+        response = self._request("GET", "WhoAmI", correlation_id)
+        assert response is not None
+        return dict(response.json())
+
+    @staticmethod
+    def _key_path(column: str, value: str) -> str:
+        return f"leads({column}={quote(odata_literal(value), safe=chr(39))})"
+
+
+def _id_from(response: requests.Response) -> str:
+    entity = response.headers.get("OData-EntityId", "")
+    found = _GUID.search(entity)
+    if found:
+        return found.group(0).lower()
+    if response.content:
+        lead_id = response.json().get("leadid")
+        if lead_id:
+            return str(lead_id)
+    raise D365APIError("Dataverse created a lead but did not say its id", response.status_code, "no_entity_id")

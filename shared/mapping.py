@@ -1,0 +1,88 @@
+"""Hunter lead → Dataverse `lead` payload, pure.
+
+Column names and maximum lengths are Dataverse's (see the `lead` table); strings are cut to fit so
+that a payload built here never earns the 400 `0x80044331` length error. Hunter's custom columns
+(`hnt_*`) are sent only when the org has them (`HUNTER_D365_CUSTOM_FIELDS`). Without them the
+natural key travels in `websiteurl` as `https://<domain>`, which is what the lookup filters on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Dataverse column → maximum length, for the string columns this app writes.
+LEAD_MAX_LENGTHS: dict[str, int] = {
+    "subject": 300,
+    "lastname": 50,
+    "firstname": 50,
+    "companyname": 100,
+    "websiteurl": 200,
+    "emailaddress1": 100,
+    "telephone1": 50,
+    "address1_city": 80,
+    "address1_country": 80,
+    "description": 2000,
+    "hnt_segment": 100,
+    "hnt_domain": 255,
+}
+LEAD_SOURCE_WEB = 8
+QUALITY_HOT, QUALITY_WARM, QUALITY_COLD = 1, 2, 3
+DOMAIN_COLUMN = "hnt_domain"
+WEBSITE_COLUMN = "websiteurl"
+
+
+def fit(value: str, limit: int) -> str:
+    """`value` cut to at most `limit` characters (an ellipsis marks a cut)."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…"
+
+
+def canonical_website(domain: str) -> str:
+    """The website URL the app writes and, without custom columns, looks leads up by."""
+    return f"https://{domain}"
+
+
+def lead_quality(final_score: float | None) -> int | None:
+    """Hunter's 0–100 score as Dataverse's lead rating: ≥70 hot, ≥40 warm, else cold."""
+    if final_score is None:
+        return None
+    if final_score >= 70:
+        return QUALITY_HOT
+    if final_score >= 40:
+        return QUALITY_WARM
+    return QUALITY_COLD
+
+
+def lead_payload(lead: Any, custom_fields: bool) -> dict[str, Any]:
+    """The JSON body that creates `lead` (a `models.LeadPush`) in Dataverse."""
+    name = lead.company_name or lead.domain
+    payload: dict[str, Any] = {
+        "subject": f"Hunter: {name}",
+        "lastname": name,
+        "companyname": name,
+        "websiteurl": canonical_website(lead.domain)
+        if not custom_fields
+        else (lead.website or canonical_website(lead.domain)),
+        "emailaddress1": lead.email,
+        "telephone1": lead.phone,
+        "address1_city": lead.city,
+        "address1_country": lead.country,
+        "description": lead.description,
+        "leadsourcecode": LEAD_SOURCE_WEB,
+        "leadqualitycode": lead_quality(lead.final_score),
+    }
+    if custom_fields:
+        payload.update(
+            {
+                DOMAIN_COLUMN: lead.domain,
+                "hnt_finalscore": None if lead.final_score is None else round(lead.final_score),
+                "hnt_segment": lead.segment,
+                "hnt_priority": lead.priority,
+            }
+        )
+    body = {key: value for key, value in payload.items() if value not in (None, "")}
+    for key, limit in LEAD_MAX_LENGTHS.items():
+        if isinstance(body.get(key), str):
+            body[key] = fit(body[key], limit)
+    return body

@@ -1,0 +1,308 @@
+"""Messages and records: the lead push (HTTP body and queue message), sync state, outcomes.
+
+Everything that crosses a wire is a frozen dataclass with `to_json`/`from_json` (or `to_dict`),
+a `schema_version`, and datetimes as ISO 8601 UTC strings — the old system crashed serialising a
+`datetime`, so none ever reaches `json.dumps` here.
+
+Validation errors are `InputError(field, reason)`: the field's name and a reason a caller can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.domains import InvalidDomain, normalize_domain
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 48 * 1024  # a queue message holds 64 KiB; base64 adds a third
+
+# Hunter field → (maximum length, Dataverse column it lands in). The lengths are Dataverse's, so a
+# value that would not fit is refused at intake with the field's name instead of being cut.
+STRING_FIELDS: dict[str, int] = {
+    "company_name": 100,
+    "email": 100,
+    "phone": 50,
+    "website": 200,
+    "city": 80,
+    "country": 80,
+    "description": 2000,
+    "segment": 100,
+    "hunter_id": 100,
+}
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+LEAD_FIELDS = ("domain", *STRING_FIELDS, "final_score", "priority", "d365_lead_id", "force")
+MESSAGE_FIELDS = (*LEAD_FIELDS, "schema_version", "attempt", "correlation_id", "enqueued_at")
+
+
+class InputError(ValueError):
+    """Bad input: `field` names what is wrong (None for the whole body), `reason` says why."""
+
+    def __init__(self, reason: str, field: str | None = None, code: str = "invalid_field") -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+        self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        """The 400 body: `{error, message, field?}`."""
+        body = {"error": self.code, "message": str(self)}
+        if self.field:
+            body["field"] = self.field
+        return body
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (one place to read the clock)."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A datetime as ISO 8601 UTC with a `Z`, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str | None, field: str = "enqueued_at") -> datetime | None:
+    """An ISO 8601 string as an aware UTC datetime (naive means UTC).
+
+    Raises:
+        InputError: not a valid ISO 8601 timestamp.
+    """
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        raise InputError("must be an ISO 8601 timestamp string", field)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError("must be an ISO 8601 timestamp", field) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _string(data: dict[str, Any], name: str, limit: int) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError("must be a string", name, "invalid_type")
+    value = value.strip()
+    if len(value) > limit:
+        raise InputError(f"must be at most {limit} characters (got {len(value)})", name, "too_long")
+    return value or None
+
+
+def _number(data: dict[str, Any], name: str, integer: bool) -> Any:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError("must be a number", name, "invalid_type")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise InputError("must be a whole number", name, "invalid_type")
+    if abs(value) > 2_147_483_647:
+        raise InputError("is out of range", name)
+    return int(value) if integer else float(value)
+
+
+@dataclass(frozen=True)
+class LeadPush:
+    """One lead to push: the HTTP request item and, with the envelope fields, the queue message."""
+
+    domain: str
+    company_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    website: str | None = None
+    city: str | None = None
+    country: str | None = None
+    description: str | None = None
+    segment: str | None = None
+    hunter_id: str | None = None
+    final_score: float | None = None
+    priority: int | None = None
+    d365_lead_id: str | None = None
+    force: bool = False
+    schema_version: int = SCHEMA_VERSION
+    attempt: int = 0
+    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    enqueued_at: str | None = None
+
+    @classmethod
+    def from_request(cls, data: object, correlation_id: str | None = None) -> LeadPush:
+        """Validate one lead as Hunter sends it over HTTP.
+
+        Raises:
+            InputError: naming the first field that is missing, of the wrong type or too long.
+        """
+        if not isinstance(data, dict):
+            raise InputError("each lead must be a JSON object", None, "invalid_body")
+        unknown = sorted(set(data) - set(LEAD_FIELDS))
+        if unknown:
+            raise InputError("is not a known lead field", unknown[0], "unknown_field")
+        lead = cls._validated(data)
+        return replace(lead, correlation_id=correlation_id or lead.correlation_id)
+
+    @classmethod
+    def from_message(cls, data: object) -> LeadPush:
+        """Validate a queue message (Hunter's backend may write these directly).
+
+        Raises:
+            InputError: wrong schema version, unknown or invalid field.
+        """
+        if not isinstance(data, dict):
+            raise InputError("the message must be a JSON object", None, "invalid_message")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise InputError(f"must be {SCHEMA_VERSION}", "schema_version", "unsupported_schema")
+        unknown = sorted(set(data) - set(MESSAGE_FIELDS))
+        if unknown:
+            raise InputError("is not a known message field", unknown[0], "unknown_field")
+        attempt = data.get("attempt", 0)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+            raise InputError("must be a whole number >= 0", "attempt", "invalid_type")
+        correlation = data.get("correlation_id") or uuid.uuid4().hex
+        if not isinstance(correlation, str) or not _CORRELATION.match(correlation):
+            raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", "correlation_id")
+        enqueued_at = iso(parse_iso(data.get("enqueued_at")))
+        lead = cls._validated(data)
+        return replace(lead, attempt=attempt, correlation_id=correlation, enqueued_at=enqueued_at)
+
+    @classmethod
+    def _validated(cls, data: dict[str, Any]) -> LeadPush:
+        if "domain" not in data or data["domain"] in (None, ""):
+            raise InputError("is required", "domain", "missing_field")
+        try:
+            domain = normalize_domain(data["domain"])
+        except InvalidDomain as exc:
+            raise InputError(str(exc), "domain", "invalid_domain") from None
+        strings = {name: _string(data, name, limit) for name, limit in STRING_FIELDS.items()}
+        if strings["email"] and not _EMAIL.match(strings["email"]):
+            raise InputError("is not an e-mail address", "email")
+        lead_id = data.get("d365_lead_id")
+        if lead_id is not None and (not isinstance(lead_id, str) or not _GUID.match(lead_id)):
+            raise InputError("must be a GUID", "d365_lead_id")
+        force = data.get("force", False)
+        if not isinstance(force, bool):
+            raise InputError("must be true or false", "force", "invalid_type")
+        return cls(
+            domain=domain,
+            final_score=_number(data, "final_score", integer=False),
+            priority=_number(data, "priority", integer=True),
+            d365_lead_id=lead_id.lower() if lead_id else None,
+            force=force,
+            **strings,  # type: ignore[arg-type]  # every key is a str | None field
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a JSON-ready dict (None fields left out)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def to_json(self) -> str:
+        """The queue message body (the queue client base64-encodes it)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def next_attempt(self) -> LeadPush:
+        """A copy for the next delivery: attempt + 1."""
+        return replace(self, attempt=self.attempt + 1)
+
+
+def decode_message(body: bytes) -> LeadPush:
+    """Parse a queue message body (already base64-decoded by the trigger).
+
+    Raises:
+        InputError: too large, not UTF-8, not JSON, or not a valid message.
+    """
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise InputError(f"message is larger than {MAX_MESSAGE_BYTES} bytes", None, "too_large")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("message is not UTF-8 text", None, "invalid_encoding") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError("message is not valid JSON", None, "invalid_json") from None
+    return LeadPush.from_message(data)
+
+
+# Sync states, as Hunter's badge shows them.
+NOT_SYNCED, QUEUED, SYNCING, RETRYING, SYNCED, ERROR = (
+    "not_synced",
+    "queued",
+    "syncing",
+    "retrying",
+    "synced",
+    "error",
+)
+# Outcomes of one push.
+CREATED, RECREATED, ALREADY_EXISTS, SKIPPED, FAILED = (
+    "created",
+    "recreated",
+    "already_exists",
+    "skipped",
+    "failed",
+)
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What the app knows about one domain's lead (a row of the state table)."""
+
+    domain: str
+    status: str = NOT_SYNCED
+    d365_lead_id: str | None = None
+    d365_url: str | None = None
+    last_synced_at: str | None = None
+    last_outcome: str | None = None
+    last_error: str | None = None
+    attempts: int = 0
+    next_attempt_at: str | None = None
+    correlation_id: str | None = None
+    claim_token: str | None = None
+    claimed_until: str | None = None
+    updated_at: str | None = None
+    etag: str | None = None
+
+    PUBLIC_FIELDS = (
+        "domain",
+        "status",
+        "d365_lead_id",
+        "d365_url",
+        "last_synced_at",
+        "last_outcome",
+        "last_error",
+        "attempts",
+        "next_attempt_at",
+    )
+
+    def public(self) -> dict[str, Any]:
+        """What `GET /leads/{domain}` shows: no claim internals."""
+        return {name: getattr(self, name) for name in self.PUBLIC_FIELDS}
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """The end of one push, sent to the results queue for Hunter's backend."""
+
+    domain: str
+    status: str
+    outcome: str
+    correlation_id: str
+    d365_lead_id: str | None = None
+    d365_url: str | None = None
+    error: str | None = None
+    hunter_id: str | None = None
+    at: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        """The results-queue message body."""
+        body = {key: value for key, value in asdict(self).items() if value is not None}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)

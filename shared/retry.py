@@ -1,0 +1,56 @@
+"""The retry policy, pure: how long to wait before attempt n+1.
+
+The seed's numbers: `base · 2^attempt` (60 s, 120 s, 240 s, …) capped at 3600 s, plus 0–10 s of
+jitter; a `Retry-After` from Dataverse is a floor, never shortened by the backoff. Every number
+comes from settings so tests can run the same policy in milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Azure Storage queues accept a visibility timeout of at most 7 days.
+MAX_QUEUE_DELAY_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with a cap, jitter and a `Retry-After` floor."""
+
+    base_seconds: float = 60.0
+    cap_seconds: float = 3600.0
+    jitter_seconds: float = 10.0
+    max_attempts: int = 6
+
+    def delay(
+        self,
+        attempt: int,
+        retry_after: float | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> float:
+        """Seconds to wait after failed attempt number `attempt` (0 for the first attempt).
+
+        Raises:
+            ValueError: `attempt` is negative.
+        """
+        if attempt < 0:
+            raise ValueError("attempt must be >= 0")
+        # 2**attempt overflows float for absurd attempt counts; the cap applies long before.
+        exponent = min(attempt, 62)
+        backoff = min(self.cap_seconds, self.base_seconds * math.pow(2, exponent))
+        delay = backoff + self.jitter_seconds * rand()
+        if retry_after is not None and retry_after > delay:
+            delay = retry_after
+        return min(delay, MAX_QUEUE_DELAY_SECONDS)
+
+    def exhausted(self, attempt: int) -> bool:
+        """True when attempt number `attempt` (0-based) was the last one allowed."""
+        return attempt + 1 >= self.max_attempts
+
+
+def queue_delay(seconds: float) -> int:
+    """A delay as the whole seconds a queue's visibility timeout takes (rounded up, never less)."""
+    return max(0, min(MAX_QUEUE_DELAY_SECONDS, math.ceil(seconds)))

@@ -1,0 +1,140 @@
+"""Fixtures shared by every test layer: the simulator (in-process, HTTPS on loopback) and Azurite.
+
+The simulator is started once per session and reset before each test that asks for `sim`;
+Azurite is started once per session from `node_modules` on free ports, with its data in a
+temporary directory. Each test gets its own queue and table names (`names`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from devstack.simulator import Simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """The simulator for the whole session; clients trust it through REQUESTS_CA_BUNDLE."""
+    sim = Simulator(state_dir=tmp_path_factory.mktemp("sim")).start()
+    saved = {name: os.environ.get(name) for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
+    os.environ["REQUESTS_CA_BUNDLE"] = str(sim.bundle_path)
+    os.environ["SSL_CERT_FILE"] = str(sim.bundle_path)
+    yield sim
+    sim.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def sim(simulator: Simulator) -> Simulator:
+    """The simulator, with no leads, faults, limits or counters left by an earlier test."""
+    simulator.reset()
+    return simulator
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:`port`.
+
+    Raises:
+        TimeoutError: nothing did within `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass(frozen=True)
+class Azurite:
+    """A running Azurite: its connection string and ports."""
+
+    connection_string: str
+    queue_port: int
+    table_port: int
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite (queue + table + blob) on free ports for the session."""
+    binary = ROOT / "node_modules" / ".bin" / "azurite"
+    if not binary.exists():
+        pytest.fail("Azurite is not installed: run `make setup` (npm install) first")
+    ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
+    data = tmp_path_factory.mktemp("azurite")
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--silent",
+            "--disableTelemetry",
+            "--skipApiVersionCheck",
+            "--inMemoryPersistence",
+            "--location",
+            str(data),
+            "--blobPort",
+            str(ports["blob"]),
+            "--queuePort",
+            str(ports["queue"]),
+            "--tablePort",
+            str(ports["table"]),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for port in ports.values():
+            wait_for_port(port)
+        yield Azurite(
+            connection_string=(
+                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                f"AccountKey={AZURITE_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{ports['blob']}/devstoreaccount1;"
+                f"QueueEndpoint=http://127.0.0.1:{ports['queue']}/devstoreaccount1;"
+                f"TableEndpoint=http://127.0.0.1:{ports['table']}/devstoreaccount1;"
+            ),
+            queue_port=ports["queue"],
+            table_port=ports["table"],
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    """Queue and table names of this test alone."""
+    suffix = uuid.uuid4().hex[:10]
+    queue = f"push-{suffix}"
+    return {
+        "HUNTER_D365_QUEUE": queue,
+        "HUNTER_D365_RESULTS_QUEUE": f"results-{suffix}",
+        "HUNTER_D365_STATE_TABLE": f"state{suffix}",
+    }

@@ -1,0 +1,98 @@
+"""Microsoft's own clients, unmodified, against the simulator. If one fails, the simulator is wrong."""
+
+from __future__ import annotations
+
+import msal
+import pytest
+import requests
+
+from devstack.simulator import DEFAULT_IDENTITY_HEADER, DEFAULT_SECRET, Simulator
+
+
+def counters(sim: Simulator) -> dict[str, dict[str, int]]:
+    routes: dict[str, dict[str, int]] = requests.get(f"{sim.base_url}/_admin/counters", timeout=10).json()["routes"]
+    return routes
+
+
+def msal_app(sim: Simulator, secret: str) -> msal.ConfidentialClientApplication:
+    return msal.ConfidentialClientApplication(
+        sim.client_id,
+        client_credential=secret,
+        authority=f"{sim.base_url}/{sim.tenant_id}",
+        instance_discovery=False,
+    )
+
+
+def test_msal_client_credentials_and_cache(sim: Simulator) -> None:
+    app = msal_app(sim, DEFAULT_SECRET)
+    first = app.acquire_token_for_client([f"{sim.base_url}/.default"])
+    second = app.acquire_token_for_client([f"{sim.base_url}/.default"])
+    assert first["token_type"] == "Bearer" and first["expires_in"] > 3000
+    assert first["token_source"] == "identity_provider" and second["token_source"] == "cache"
+    assert second["access_token"] == first["access_token"]
+    assert counters(sim)["token"] == {"200": 1}
+
+
+def test_msal_wrong_secret_is_invalid_client(sim: Simulator) -> None:
+    result = msal_app(sim, "wrong").acquire_token_for_client([f"{sim.base_url}/.default"])
+    assert result["error"] == "invalid_client"
+    assert result["error_codes"] == [7000215]
+    assert result["error_description"].startswith("AADSTS7000215: Invalid client secret provided.")
+
+
+def test_managed_identity_credential(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.identity import ManagedIdentityCredential
+
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{sim.base_url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", DEFAULT_IDENTITY_HEADER)
+    credential = ManagedIdentityCredential()
+    token = credential.get_token(f"{sim.base_url}/.default")
+    assert token.expires_on > 0
+    who = requests.get(
+        f"{sim.base_url}/api/data/v9.2/WhoAmI", headers={"Authorization": f"Bearer {token.token}"}, timeout=10
+    )
+    assert who.status_code == 200 and who.json()["UserId"]
+    credential.get_token(f"{sim.base_url}/.default")
+    assert counters(sim)["mi_token"] == {"200": 1}  # azure-identity cached the second one
+
+
+def test_managed_identity_with_wrong_header_is_refused(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import ManagedIdentityCredential
+
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{sim.base_url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")
+    with pytest.raises(ClientAuthenticationError):
+        ManagedIdentityCredential().get_token(f"{sim.base_url}/.default")
+
+
+def test_key_vault_secret_client_through_the_challenge(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.secrets import SecretClient
+
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{sim.base_url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", DEFAULT_IDENTITY_HEADER)
+    client = SecretClient(sim.base_url, ManagedIdentityCredential(), verify_challenge_resource=False)
+    assert client.get_secret(sim.secret_name).value == DEFAULT_SECRET
+    assert counters(sim)["keyvault"] == {"401": 1, "200": 1}
+    with pytest.raises(ResourceNotFoundError):
+        client.get_secret("no-such-secret")
+
+
+def test_dataverse_sdk_creates_and_retrieves_a_lead(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.identity import ManagedIdentityCredential
+    from PowerPlatform.Dataverse.client import DataverseClient
+
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{sim.base_url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", DEFAULT_IDENTITY_HEADER)
+    with DataverseClient(sim.base_url, ManagedIdentityCredential()) as client:
+        lead_id = client.records.create(
+            "lead", {"subject": "From the SDK", "hnt_domain": "sdk.example", "leadsourcecode": 8}
+        )
+        record = client.records.retrieve("lead", lead_id, select=["leadid", "subject", "hnt_domain"])
+        found = client.records.list("lead", filter="hnt_domain eq 'sdk.example'", select=["leadid"], top=1).first()
+    assert record is not None and record["subject"] == "From the SDK"
+    assert found is not None and found["leadid"] == lead_id
+    stored = requests.get(f"{sim.base_url}/_admin/leads", timeout=10).json()["value"]
+    assert [lead["leadid"] for lead in stored] == [lead_id]
