@@ -363,7 +363,7 @@ class Simulator:
         with self._lock:
             self.counters[(route, status)] += 1
             if route != "admin":
-                self.recent.append({"route": route, "status": status, "client_request_id": request_id})
+                self.recent.append({"route": route, "status": status, "client_request_id": request_id, "at": _now()})
 
     def counters_json(self) -> dict[str, Any]:
         """Counters as `{route: {status: n}}` plus totals."""

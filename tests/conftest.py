@@ -8,7 +8,6 @@ temporary directory. Each test gets its own queue and table names (`names`).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -88,7 +87,6 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     if not binary.exists():
         pytest.fail("Azurite is not installed: run `make setup` (npm install) first")
     ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
-    data = tmp_path_factory.mktemp("azurite")
     process = subprocess.Popen(
         [
             str(binary),
@@ -96,8 +94,6 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--inMemoryPersistence",
-            "--location",
-            str(data),
             "--blobPort",
             str(ports["blob"]),
             "--queuePort",
@@ -125,7 +121,6 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,247 @@
+"""HTTP triggers: thin adapters from requests to `pipeline` and `state` (DESIGN §3).
+
+Every bad input gets 400 `{error, message, field?}` and nothing is enqueued for it; a body over
+the limit gets 413; a disabled integration answers 503 `{error: "d365_integration_disabled"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import azure.functions as func
+from azure.core.exceptions import AzureError
+
+from shared.config import ConfigError, get_settings
+from shared.domains import InvalidDomain, normalize_domain
+from shared.models import InputError, LeadPush
+from shared.pipeline import Accepted, accept, replay_poison
+from shared.services import get_services
+
+logger = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+MAX_BATCH = 1000
+MAX_LEAD_BYTES = 64 * 1024
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+ENQUEUE_CONCURRENCY = 16
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, ensure_ascii=False), status_code=status, mimetype="application/json", headers=headers
+    )
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> func.HttpResponse:
+    body = {"error": code, "message": message}
+    if field:
+        body["field"] = field
+    return _json(status, body)
+
+
+def _correlation_id(req: func.HttpRequest) -> str:
+    given = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-request-id") or ""
+    return given if _CORRELATION.match(given) else uuid.uuid4().hex
+
+
+def _status_url(req: func.HttpRequest, domain: str) -> str:
+    base = req.url.split("/api/", 1)[0]
+    return f"{base}/api/v1/d365/leads/{domain}"
+
+
+def _body(req: func.HttpRequest, limit: int) -> Any:
+    """The parsed JSON body.
+
+    Raises:
+        InputError: too large (code payload_too_large), not UTF-8, or not JSON.
+    """
+    raw = req.get_body() or b""
+    if len(raw) > limit:
+        raise InputError(f"the body is larger than {limit} bytes", None, "payload_too_large")
+    if not raw.strip():
+        raise InputError("the body is empty; send a JSON object", None, "invalid_body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the body is not UTF-8 text", None, "invalid_encoding") from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError("the body is not valid JSON", None, "invalid_json") from None
+
+
+def _guard() -> func.HttpResponse | None:
+    """503 when disabled or misconfigured (the message names the setting, never a value)."""
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        logger.error("d365_config_error", extra={"error": str(exc)})
+        return _error(503, "configuration_error", str(exc))
+    if not settings.enabled:
+        return _error(503, "d365_integration_disabled", "the Dynamics 365 integration is switched off")
+    return None
+
+
+def _input_error(exc: InputError) -> func.HttpResponse:
+    status = 413 if exc.code == "payload_too_large" else 400
+    return _json(status, exc.to_dict())
+
+
+def _rejected(exc: InputError, correlation_id: str) -> None:
+    logger.info(
+        "d365_push_rejected",
+        extra={"error_code": exc.code, "field": exc.field, "error": exc.reason, "correlation_id": correlation_id},
+    )
+
+
+@bp.route(route="v1/d365/push-lead", methods=["POST"])
+def push_lead(req: func.HttpRequest) -> func.HttpResponse:
+    """Accept one lead: 202 queued, 200 skipped (already synced), 400/413 bad input, 503 off."""
+    refused = _guard()
+    if refused:
+        return refused
+    correlation_id = _correlation_id(req)
+    try:
+        lead = LeadPush.from_request(_body(req, MAX_LEAD_BYTES), correlation_id)
+    except InputError as exc:
+        _rejected(exc, correlation_id)
+        return _input_error(exc)
+    try:
+        result = accept(lead, get_services())
+    except AzureError as exc:
+        logger.error("d365_storage_error", extra={"error_code": type(exc).__name__, "correlation_id": correlation_id})
+        return _error(503, "storage_unavailable", "the queue could not be reached; nothing was enqueued, try again")
+    status = 202 if result.status == "queued" else 200
+    return _json(status, result.to_dict(_status_url(req, lead.domain)), {"x-correlation-id": correlation_id})
+
+
+@bp.route(route="v1/d365/push-leads", methods=["POST"])
+def push_leads(req: func.HttpRequest) -> func.HttpResponse:
+    """Accept up to 1000 leads: 202 with a per-item `queued` / `skipped` / `rejected` (+ reason)."""
+    refused = _guard()
+    if refused:
+        return refused
+    correlation_id = _correlation_id(req)
+    try:
+        body = _body(req, MAX_BATCH_BYTES)
+        leads = body.get("leads") if isinstance(body, dict) else None
+        if not isinstance(leads, list):
+            raise InputError("must be a JSON array of leads", "leads", "invalid_body")
+        if not leads:
+            raise InputError("must hold at least one lead", "leads", "invalid_body")
+        if len(leads) > MAX_BATCH:
+            raise InputError(f"at most {MAX_BATCH} leads per request (got {len(leads)})", "leads", "too_many_leads")
+    except InputError as exc:
+        _rejected(exc, correlation_id)
+        return _input_error(exc)
+    items: list[dict[str, Any]] = [{} for _ in leads]
+    valid: list[tuple[int, LeadPush]] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(leads):
+        try:
+            lead = LeadPush.from_request(raw, f"{correlation_id}-{index}")
+            if lead.domain in seen:
+                raise InputError("appears more than once in this request", "domain", "duplicate_domain")
+        except InputError as exc:
+            _rejected(exc, correlation_id)
+            items[index] = {"index": index, "status": "rejected", **exc.to_dict()}
+            continue
+        seen.add(lead.domain)
+        valid.append((index, lead))
+    services = get_services()
+
+    def enqueue(entry: tuple[int, LeadPush]) -> tuple[int, dict[str, Any]]:
+        index, lead = entry
+        try:
+            result: Accepted = accept(lead, services)
+        except AzureError as exc:
+            return index, {
+                "index": index,
+                "domain": lead.domain,
+                "status": "rejected",
+                "error": "storage_unavailable",
+                "message": f"not enqueued ({type(exc).__name__}); try again",
+            }
+        return index, {"index": index, **result.to_dict(_status_url(req, lead.domain))}
+
+    with ThreadPoolExecutor(max_workers=ENQUEUE_CONCURRENCY) as pool:
+        for index, item in pool.map(enqueue, valid):
+            items[index] = item
+    accepted = sum(1 for item in items if item["status"] != "rejected")
+    summary = {"accepted": accepted, "rejected": len(items) - accepted, "items": items}
+    return _json(202, summary, {"x-correlation-id": correlation_id})
+
+
+@bp.route(route="v1/d365/leads/{domain}", methods=["GET"])
+def lead_status(req: func.HttpRequest) -> func.HttpResponse:
+    """The sync state of one domain; 404 `not_synced` if it was never pushed."""
+    try:
+        domain = normalize_domain(req.route_params.get("domain", ""))
+    except InvalidDomain as exc:
+        return _error(400, "invalid_domain", f"domain: {exc}", "domain")
+    try:
+        state = get_services().state.get(domain)
+    except ConfigError as exc:
+        return _error(503, "configuration_error", str(exc))
+    if state is None:
+        return _json(
+            404,
+            {
+                "domain": domain,
+                "status": "not_synced",
+                "error": "not_synced",
+                "message": "this domain was never pushed",
+            },
+        )
+    return _json(200, state.public())
+
+
+@bp.route(route="v1/d365/poison/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+def replay(req: func.HttpRequest) -> func.HttpResponse:
+    """Move poison messages back to the push queue with a fresh attempt count; returns counts."""
+    refused = _guard()
+    if refused:
+        return refused
+    try:
+        limit = int(req.params.get("max", "1000"))
+    except ValueError:
+        return _error(400, "invalid_field", "max: must be a whole number", "max")
+    return _json(200, replay_poison(get_services(), limit=max(1, min(limit, 10_000))))
+
+
+@bp.route(route="healthz/live", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def live(req: func.HttpRequest) -> func.HttpResponse:
+    """The process is up."""
+    return _json(200, {"status": "live"})
+
+
+@bp.route(route="healthz/ready", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def ready(req: func.HttpRequest) -> func.HttpResponse:
+    """Settings valid, storage reachable, a Dataverse token obtainable. Never any secret material."""
+    checks: dict[str, Any] = {}
+    try:
+        settings = get_settings()
+        services = get_services()
+    except ConfigError as exc:
+        return _json(503, {"status": "not_ready", "checks": {"settings": f"error: {exc}"}})
+    checks["settings"] = "ok"
+    checks["auth_mode"] = settings.auth_mode
+    checks["enabled"] = settings.enabled
+    try:
+        services.queues.push.get_queue_properties()
+        checks["storage"] = "ok"
+    except AzureError as exc:
+        checks["storage"] = f"error: {type(exc).__name__}"
+    try:
+        services.dataverse._tokens.get_token("healthz")
+        checks["dataverse_auth"] = "ok"
+    except Exception as exc:
+        checks["dataverse_auth"] = f"error: {getattr(exc, 'message', type(exc).__name__)}"
+    healthy = checks["storage"] == "ok" and checks["dataverse_auth"] == "ok"
+    return _json(200 if healthy else 503, {"status": "ready" if healthy else "not_ready", "checks": checks})

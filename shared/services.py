@@ -1,0 +1,66 @@
+"""Builds the process's `Services` from settings: once, lazily, never at import time."""
+
+from __future__ import annotations
+
+import functools
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from shared.config import Settings, get_settings
+from shared.dataverse import DataverseClient, ManagedIdentityTokenProvider, MsalTokenProvider, TokenProvider
+from shared.dataverse.auth import SecretSource, StaticSecret
+from shared.pipeline import Services
+from shared.secrets import KeyVaultSecret, app_credential
+from shared.state import StateStore
+from shared.storage import Queues, state_table
+
+
+def http_session(pool_size: int = 32) -> requests.Session:
+    """A pooled session for Dataverse and Entra ID (pool sized above the host's concurrency)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    return session
+
+
+def token_provider(settings: Settings, session: requests.Session) -> TokenProvider:
+    """The token provider `HUNTER_D365_AUTH_MODE` asks for."""
+    if settings.auth_mode == "managed_identity":
+        return ManagedIdentityTokenProvider(app_credential(settings.managed_identity_client_id), settings.scope)
+    secret: SecretSource
+    if settings.keyvault_url:
+        secret = KeyVaultSecret(
+            settings.keyvault_url, settings.client_secret_name, app_credential(settings.managed_identity_client_id)
+        )
+    else:
+        secret = StaticSecret(settings.client_secret)
+    return MsalTokenProvider(
+        settings.tenant_id,
+        settings.client_id,
+        secret,
+        settings.scope,
+        authority_host=settings.authority_host,
+        session=session,
+        timeout=settings.http_timeout_seconds,
+    )
+
+
+def build_services(settings: Settings) -> Services:
+    """Wire the use case's dependencies (no network until first use)."""
+    session = http_session()
+    client = DataverseClient(
+        settings.base_url,
+        token_provider(settings, session),
+        session,
+        settings.api_version,
+        settings.http_timeout_seconds,
+    )
+    store = StateStore(state_table(settings), settings.claim_lease_seconds)
+    return Services(settings=settings, dataverse=client, state=store, queues=Queues(settings))
+
+
+@functools.cache
+def get_services() -> Services:
+    """The process's services (raises `ConfigError` for bad settings)."""
+    return build_services(get_settings())

@@ -1,0 +1,164 @@
+"""Sync state on Azure Table Storage: one row per domain, ETag concurrency, per-domain claims.
+
+A worker *claims* a domain before touching Dataverse: an ETag-conditional write of
+`status=syncing`, a random `claim_token` and `claimed_until = now + lease`. Two workers holding
+messages for the same domain cannot both win that write; the loser re-enqueues its message. A
+worker that dies mid-push leaves a claim that simply expires. Writes that finish a push are
+conditional on the claim's ETag, so a worker whose claim was taken over cannot overwrite the
+newer owner's result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.models import QUEUED, SYNCED, SYNCING, SyncState, iso, parse_iso, utcnow
+
+ROW_KEY = "lead"
+_STATE_FIELDS = [f.name for f in fields(SyncState) if f.name not in ("domain", "etag")]
+_CONFLICT = (ResourceExistsError, ResourceNotFoundError)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A live claim on a domain: the state as claimed, and the ETag that proves ownership."""
+
+    state: SyncState
+    token: str
+    etag: str
+
+
+def _precondition_failed(exc: HttpResponseError) -> bool:
+    return exc.status_code in (409, 412)
+
+
+class StateStore:
+    """Reads and writes `SyncState` rows."""
+
+    def __init__(
+        self, table: TableClient, lease_seconds: float = 120.0, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self._table = table
+        self._lease = timedelta(seconds=lease_seconds)
+        self._clock = clock
+
+    def get(self, domain: str) -> SyncState | None:
+        """The state of `domain`, or None if it was never seen."""
+        try:
+            entity = self._table.get_entity(partition_key=domain, row_key=ROW_KEY)
+        except ResourceNotFoundError:
+            return None
+        return self._from_entity(entity)
+
+    @staticmethod
+    def _from_entity(entity: Any) -> SyncState:
+        values = {name: entity.get(name) for name in _STATE_FIELDS}
+        values["attempts"] = int(values.get("attempts") or 0)
+        values["status"] = values.get("status") or "not_synced"
+        return SyncState(domain=entity["PartitionKey"], etag=entity.metadata.get("etag"), **values)
+
+    @staticmethod
+    def _to_entity(state: SyncState) -> dict[str, Any]:
+        entity: dict[str, Any] = {"PartitionKey": state.domain, "RowKey": ROW_KEY}
+        for name in _STATE_FIELDS:
+            entity[name] = getattr(state, name)
+        return entity
+
+    def _write(self, state: SyncState, etag: str | None) -> str:
+        """Create (etag None) or replace-if-unchanged; returns the new ETag.
+
+        Raises:
+            ResourceExistsError: created concurrently.
+            HttpResponseError: 412 when the row changed since `etag` was read.
+        """
+        entity = self._to_entity(replace(state, updated_at=iso(self._clock())))
+        if etag is None:
+            metadata = self._table.create_entity(entity)
+        else:
+            metadata = self._table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        return str(metadata["etag"])
+
+    def _live_claim(self, state: SyncState | None) -> bool:
+        if state is None or not state.claim_token or not state.claimed_until:
+            return False
+        until = parse_iso(state.claimed_until, "claimed_until")
+        return until is not None and until > self._clock()
+
+    def mark_queued(self, domain: str, correlation_id: str) -> SyncState:
+        """Record that a push was accepted. A push in progress keeps its status (the new message
+        waits for the claim); anything else becomes `queued`. Earlier ids and links are kept."""
+        for _ in range(5):
+            current = self.get(domain)
+            if self._live_claim(current):
+                assert current is not None
+                return current
+            base = current or SyncState(domain=domain)
+            state = replace(
+                base,
+                status=QUEUED,
+                correlation_id=correlation_id,
+                last_error=None,
+                next_attempt_at=None,
+                attempts=0,
+                claim_token=None,
+                claimed_until=None,
+            )
+            try:
+                return replace(state, etag=self._write(state, current.etag if current else None))
+            except ResourceExistsError:
+                continue
+            except HttpResponseError as exc:
+                if _precondition_failed(exc):
+                    continue
+                raise
+        raise RuntimeError(f"state of {domain} kept changing; gave up marking it queued")
+
+    def claim(self, domain: str, correlation_id: str) -> Claim | None:
+        """Claim `domain` for this worker, or None when another worker holds a live claim."""
+        for _ in range(5):
+            current = self.get(domain)
+            if self._live_claim(current):
+                return None
+            token = uuid.uuid4().hex
+            base = current or SyncState(domain=domain)
+            state = replace(
+                base,
+                status=SYNCING,
+                claim_token=token,
+                correlation_id=correlation_id,
+                claimed_until=iso(self._clock() + self._lease),
+            )
+            try:
+                etag = self._write(state, current.etag if current else None)
+            except ResourceExistsError:
+                continue
+            except HttpResponseError as exc:
+                if _precondition_failed(exc):
+                    continue
+                raise
+            return Claim(state=replace(state, etag=etag), token=token, etag=etag)
+        return None
+
+    def finish(self, claim: Claim, **changes: Any) -> SyncState | None:
+        """Write the end of a push and release the claim; None if the claim was lost meanwhile."""
+        state = replace(claim.state, claim_token=None, claimed_until=None, **changes)
+        try:
+            return replace(state, etag=self._write(state, claim.etag))
+        except HttpResponseError as exc:
+            if _precondition_failed(exc):
+                return None
+            raise
+
+    def is_synced(self, state: SyncState | None) -> bool:
+        """True when the domain's lead is known to exist in Dataverse."""
+        return state is not None and state.status == SYNCED and bool(state.d365_lead_id)

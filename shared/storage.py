@@ -1,0 +1,93 @@
+"""Azure Storage clients for the app: the push, poison and results queues, and the state table.
+
+Locally `AzureWebJobsStorage` is a connection string (Azurite); in Azure it is identity-based
+(`AzureWebJobsStorage__queueServiceUri` / `__tableServiceUri` + the app's managed identity), so
+no account key exists anywhere. Queue messages are base64 on the wire, as the Functions host
+expects. Queues and the table are created on first use in a process (Bicep creates them in Azure;
+the call is then a cheap no-op), never at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from shared.config import Settings
+
+# The newest storage REST versions can run ahead of Azurite; this one both serve.
+QUEUE_API_VERSION = "2021-12-02"
+
+
+def _credential(settings: Settings) -> TokenCredential:
+    from azure.identity import ManagedIdentityCredential
+
+    if settings.storage_client_id:
+        return ManagedIdentityCredential(client_id=settings.storage_client_id)
+    return ManagedIdentityCredential()
+
+
+class Queues:
+    """The app's three queues, base64-encoded, created once per process on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._clients: dict[str, QueueClient] = {}
+
+    def _service(self) -> QueueServiceClient:
+        options: dict[str, Any] = {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            "message_decode_policy": TextBase64DecodePolicy(),
+            "api_version": QUEUE_API_VERSION,
+        }
+        if self._settings.storage_connection:
+            return QueueServiceClient.from_connection_string(self._settings.storage_connection, **options)
+        return QueueServiceClient(
+            self._settings.storage_queue_service_uri, credential=_credential(self._settings), **options
+        )
+
+    def client(self, name: str) -> QueueClient:
+        """The client of queue `name` (created if it does not exist yet)."""
+        with self._lock:
+            client = self._clients.get(name)
+            if client is None:
+                service = self._service()
+                client = service.get_queue_client(
+                    name,
+                    message_encode_policy=TextBase64EncodePolicy(),
+                    message_decode_policy=TextBase64DecodePolicy(),
+                )
+                with contextlib.suppress(ResourceExistsError):
+                    client.create_queue()
+                self._clients[name] = client
+            return client
+
+    @property
+    def push(self) -> QueueClient:
+        """`d365-lead-push`: what the worker consumes."""
+        return self.client(self._settings.queue_name)
+
+    @property
+    def poison(self) -> QueueClient:
+        """`d365-lead-push-poison`: what needs an operator."""
+        return self.client(self._settings.poison_queue_name)
+
+    @property
+    def results(self) -> QueueClient:
+        """`d365-lead-push-results`: outcomes for Hunter's backend."""
+        return self.client(self._settings.results_queue_name)
+
+
+def state_table(settings: Settings) -> TableClient:
+    """The sync-state table (created if missing)."""
+    if settings.storage_connection:
+        service = TableServiceClient.from_connection_string(settings.storage_connection)
+    else:
+        service = TableServiceClient(settings.storage_table_service_uri, credential=_credential(settings))
+    return service.create_table_if_not_exists(settings.state_table_name)

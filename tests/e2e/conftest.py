@@ -1,0 +1,189 @@
+"""The end-to-end stack: the local Functions host (a real child process) on Azurite and the
+simulator. Each test starts its own host with its own queue and table names and any settings it
+needs; the host's log lines are kept so tests can assert on events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from devstack.simulator import DEFAULT_SECRET, Simulator
+from tests.conftest import ROOT, Azurite, free_port
+
+
+class Stack:
+    """A running host plus handles on everything around it."""
+
+    def __init__(self, sim: Simulator, azurite: Azurite, env: dict[str, str]) -> None:
+        self.sim = sim
+        self.azurite = azurite
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.logs: list[dict[str, Any]] = []
+        self.raw_logs: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> Stack:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devstack.host", "--port", str(self.port), "--settings", "/nonexistent"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_for(lambda: self._live(), timeout=30, what="host to start")
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.raw_logs.append(line)
+            with contextlib.suppress(ValueError):
+                self.logs.append(json.loads(line))
+
+    def _live(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/api/healthz/live", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError("host exited:\n" + "".join(self.raw_logs)) from None
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition", interval: float = 0.1) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+    def push(self, lead: dict[str, Any], **kwargs: Any) -> requests.Response:
+        return requests.post(f"{self.url}/api/v1/d365/push-lead", json=lead, timeout=30, **kwargs)
+
+    def status(self, domain: str) -> dict[str, Any]:
+        response = requests.get(f"{self.url}/api/v1/d365/leads/{domain}", timeout=30)
+        return dict(response.json())
+
+    def wait_status(self, domain: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
+        return dict(
+            self.wait_for(
+                lambda: (s := self.status(domain)) and s["status"] in statuses and s, timeout, f"{domain} → {statuses}"
+            )
+        )
+
+    def sim_leads(self) -> list[dict[str, Any]]:
+        return list(requests.get(f"{self.sim.base_url}/_admin/leads", timeout=10).json()["value"])
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = requests.request(method, f"{self.sim.base_url}/_admin/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def queue(self, name: str, encode: bool = True) -> QueueClient:
+        options: dict[str, Any] = {"api_version": "2021-12-02"}
+        if encode:
+            options.update(
+                message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+            )
+        client = QueueClient.from_connection_string(self.azurite.connection_string, name, **options)
+        try:
+            client.create_queue()
+        except Exception:  # noqa: S110 - it exists
+            pass
+        return client
+
+    @property
+    def queue_name(self) -> str:
+        return self.env["HUNTER_D365_QUEUE"]
+
+    def peek(self, name: str) -> list[str]:
+        client = self.queue(name, encode=False)
+        return [m.content for m in client.peek_messages(max_messages=32)]
+
+    def queue_length(self, name: str) -> int:
+        props = self.queue(name).get_queue_properties()
+        return int(props.approximate_message_count or 0)
+
+    def state_row(self, domain: str) -> dict[str, Any]:
+        service = TableServiceClient.from_connection_string(self.azurite.connection_string)
+        return dict(service.get_table_client(self.env["HUNTER_D365_STATE_TABLE"]).get_entity(domain, "lead"))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.logs if entry.get("event") == name]
+
+
+def base_env(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUNTER_", "AzureWebJobs", "IDENTITY_"))}
+    env.update(names)
+    env.update(
+        {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "HUNTER_D365_ENABLED": "true",
+            "HUNTER_D365_BASE_URL": sim.base_url,
+            "HUNTER_D365_AUTHORITY_HOST": sim.base_url,
+            "HUNTER_D365_TENANT_ID": sim.tenant_id,
+            "HUNTER_D365_CLIENT_ID": sim.client_id,
+            "HUNTER_D365_CLIENT_SECRET": DEFAULT_SECRET,
+            "HUNTER_D365_RETRY_BASE_SECONDS": "1",
+            "HUNTER_D365_RETRY_CAP_SECONDS": "8",
+            "HUNTER_D365_RETRY_JITTER_SECONDS": "0",
+            "HUNTER_D365_MAX_ATTEMPTS": "4",
+            "HUNTER_D365_CLAIM_RETRY_SECONDS": "0.5",
+            "HUNTER_D365_CLAIM_LEASE_SECONDS": "30",
+            "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "200",
+            "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+            "REQUESTS_CA_BUNDLE": str(sim.bundle_path),
+            "SSL_CERT_FILE": str(sim.bundle_path),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def start_stack(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> Iterator[Callable[..., Stack]]:
+    """`start_stack(**settings)` starts a host with the test's names and those settings."""
+    stacks: list[Stack] = []
+
+    def start(**overrides: str) -> Stack:
+        env = base_env(sim, azurite, names)
+        env.update(overrides)
+        stack = Stack(sim, azurite, env).start()
+        stacks.append(stack)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
