@@ -96,11 +96,13 @@ class StateStore:
 
     def mark_queued(self, domain: str, correlation_id: str) -> SyncState:
         """Record that a push was accepted. A push in progress keeps its status (the new message
-        waits for the claim); anything else becomes `queued`. Earlier ids and links are kept."""
+        waits for the claim); anything else becomes `queued`. Earlier ids and links are kept.
+
+        Losing a race to another writer is success when that writer left the domain queued or
+        claimed: the message is already on the queue, and the state says so."""
+        current = self.get(domain)
         for _ in range(5):
-            current = self.get(domain)
-            if self._live_claim(current):
-                assert current is not None
+            if current is not None and self._live_claim(current):
                 return current
             base = current or SyncState(domain=domain)
             state = replace(
@@ -116,11 +118,13 @@ class StateStore:
             try:
                 return replace(state, etag=self._write(state, current.etag if current else None))
             except ResourceExistsError:
-                continue
+                pass
             except HttpResponseError as exc:
-                if _precondition_failed(exc):
-                    continue
-                raise
+                if not _precondition_failed(exc):
+                    raise
+            current = self.get(domain)
+            if current is not None and current.status == QUEUED:
+                return current
         raise RuntimeError(f"state of {domain} kept changing; gave up marking it queued")
 
     def claim(self, domain: str, correlation_id: str) -> Claim | None:

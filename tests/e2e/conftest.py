@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -118,10 +119,8 @@ class Stack:
                 message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
             )
         client = QueueClient.from_connection_string(self.azurite.connection_string, name, **options)
-        try:
+        with contextlib.suppress(ResourceExistsError):
             client.create_queue()
-        except Exception:  # noqa: S110 - it exists
-            pass
         return client
 
     @property
@@ -187,3 +186,6 @@ def start_stack(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> Iter
     yield start
     for stack in stacks:
         stack.stop()
+        # Shown by pytest only when the test failed: the host's own account of what happened.
+        print(f"--- host log ({stack.url}) ---")
+        print("".join(stack.raw_logs[-80:]))

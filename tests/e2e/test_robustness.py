@@ -1,0 +1,164 @@
+"""Concurrency, lost responses, bad input and the batch endpoint, end to end."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.e2e.conftest import Stack
+
+LEAD = {"domain": "same-domain.com", "company_name": "Same"}
+
+
+@pytest.mark.parametrize("domain_key", ["false", "true"])
+def test_same_domain_ten_times_at_once_is_one_lead(start_stack: Callable[..., Stack], domain_key: str) -> None:
+    stack = start_stack(HUNTER_D365_DOMAIN_KEY=domain_key)
+    stack.admin("POST", "config", {"latency_ms": 150})  # long enough for the pushes to overlap
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda _: stack.push(LEAD).status_code, range(10)))
+    assert set(codes) <= {200, 202}
+    stack.wait_status("same-domain.com", "synced")
+    stack.wait_for(lambda: stack.queue_length(stack.queue_name) == 0, what="queue drained", timeout=40)
+    stack.wait_status("same-domain.com", "synced")
+    assert len(stack.sim_leads()) == 1
+    creates = stack.events("d365_lead_created")
+    assert len(creates) == 1
+
+
+@pytest.mark.parametrize(("domain_key", "route"), [("false", "lead_create"), ("true", "lead_upsert")])
+def test_commit_then_drop_is_adopted_on_retry(start_stack: Callable[..., Stack], domain_key: str, route: str) -> None:
+    stack = start_stack(HUNTER_D365_DOMAIN_KEY=domain_key)
+    stack.admin("POST", "faults", {"route": route, "drop_after_commit": True, "times": 1})
+    stack.push(LEAD)
+    state = stack.wait_status("same-domain.com", "synced")
+    [lead] = stack.sim_leads()
+    assert state["d365_lead_id"] == lead["leadid"]
+    assert state["last_outcome"] == "already_exists" and state["attempts"] == 2
+
+
+def test_bad_queue_messages_go_to_poison_once(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    raw = stack.queue(stack.queue_name, encode=False)
+    raw.send_message("this is not base64 !!!")
+    encoded = stack.queue(stack.queue_name)
+    encoded.send_message("{not json")
+    encoded.send_message(json.dumps({"schema_version": 1, "domain": "x' or 1 eq 1"}))
+    encoded.send_message(json.dumps({"schema_version": 99, "domain": "fine.com"}))
+    encoded.send_message("[" * 20000)
+    raw.send_message(base64.b64encode(b"\xff\xfe\x00garbage").decode())
+    poison = f"{stack.queue_name}-poison"
+    stack.wait_for(lambda: stack.queue_length(poison) == 6, what="six poison messages")
+    assert stack.queue_length(stack.queue_name) == 0
+    rejected = stack.events("d365_push_rejected")
+    assert sorted(e["error_code"] for e in rejected) == [
+        "invalid_domain",
+        "invalid_encoding",
+        "invalid_json",
+        "invalid_json",
+        "unsupported_schema",
+    ]
+    assert len(stack.events("host_message_not_base64")) == 1
+    assert stack.admin("GET", "counters")["routes"].get("lead_create") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error", "field"),
+    [
+        (b"{not json", 400, "invalid_json", None),
+        (b"\xff\xfe", 400, "invalid_encoding", None),
+        (b"", 400, "invalid_body", None),
+        (b"[]", 400, "invalid_body", None),
+        (json.dumps({"company_name": "x"}).encode(), 400, "missing_field", "domain"),
+        (json.dumps({"domain": "x' or hnt_domain ne 'y"}).encode(), 400, "invalid_domain", "domain"),
+        (json.dumps({"domain": "a.com", "email": "e" * 101}).encode(), 400, "too_long", "email"),
+        (json.dumps({"domain": "a.com", "final_score": "high"}).encode(), 400, "invalid_type", "final_score"),
+        (json.dumps({"domain": "a.com", "surprise": 1}).encode(), 400, "unknown_field", "surprise"),
+        (b'{"domain": "a.com", "description": "' + b"d" * 70_000 + b'"}', 413, "payload_too_large", None),
+    ],
+)
+def test_http_bad_input_is_400_with_field_and_nothing_enqueued(
+    start_stack: Callable[..., Stack], body: bytes, status: int, error: str, field: str | None
+) -> None:
+    stack = start_stack()
+    response = requests.post(
+        f"{stack.url}/api/v1/d365/push-lead", data=body, timeout=30, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    payload = response.json()
+    assert payload["error"] == error and payload["message"]
+    assert payload.get("field") == field
+    assert stack.queue_length(stack.queue_name) == 0
+
+
+def test_batch_intake_reports_per_item_and_enqueues_the_good_ones(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    leads = [{"domain": f"batch-{i}.example"} for i in range(40)]
+    leads += [{"domain": "not a domain"}, {"domain": "batch-0.example"}, "nope"]
+    response = requests.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=60)
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (40, 3)
+    assert [item["error"] for item in body["items"][40:]] == ["invalid_domain", "duplicate_domain", "invalid_body"]
+    assert all(item["status"] == "queued" and item["message_id"] for item in body["items"][:40])
+    stack.wait_for(lambda: len(stack.sim_leads()) == 40, timeout=60, what="40 leads")
+    assert stack.status("batch-39.example")["status"] == "synced"
+
+
+def test_batch_over_the_limit_is_refused_whole(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    response = requests.post(
+        f"{stack.url}/api/v1/d365/push-leads", json={"leads": [{"domain": "a.com"}] * 1001}, timeout=30
+    )
+    assert response.status_code == 400 and response.json()["error"] == "too_many_leads"
+    assert stack.queue_length(stack.queue_name) == 0
+
+
+def test_disabled_integration_refuses_intake_and_the_worker_defers(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(HUNTER_D365_ENABLED="false")
+    response = stack.push(LEAD)
+    assert response.status_code == 503 and response.json()["error"] == "d365_integration_disabled"
+    message = {"schema_version": 1, "domain": "deferred.example", "attempt": 0}
+    stack.queue(stack.queue_name).send_message(json.dumps(message))
+    stack.wait_for(lambda: stack.events("d365_push_deferred"), what="deferral")
+    assert not stack.sim_leads()
+    assert stack.queue(f"{stack.queue_name}-poison").peek_messages() == []
+
+
+def test_status_of_an_unknown_domain_is_404_not_synced(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    response = requests.get(f"{stack.url}/api/v1/d365/leads/never-seen.example", timeout=10)
+    assert response.status_code == 404 and response.json()["status"] == "not_synced"
+    bad = requests.get(f"{stack.url}/api/v1/d365/leads/not_a_domain", timeout=10)
+    assert bad.status_code == 400 and bad.json()["field"] == "domain"
+
+
+def test_health_endpoints_report_without_secrets(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    assert requests.get(f"{stack.url}/api/healthz/live", timeout=10).json() == {"status": "live"}
+    ready = requests.get(f"{stack.url}/api/healthz/ready", timeout=30)
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {
+        "settings": "ok",
+        "auth_mode": "client_secret",
+        "enabled": True,
+        "storage": "ok",
+        "dataverse_auth": "ok",
+    }
+    assert stack.env["HUNTER_D365_CLIENT_SECRET"] not in ready.text
+    broken = start_stack(HUNTER_D365_CLIENT_SECRET="wrong-one")
+    not_ready = requests.get(f"{broken.url}/api/healthz/ready", timeout=30)
+    assert not_ready.status_code == 503 and "wrong-one" not in not_ready.text
+    assert "invalid_client" in not_ready.text or "AADSTS7000215" in not_ready.text
+
+
+def test_correlation_id_travels_from_http_to_dataverse(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    stack.push(LEAD, headers={"x-correlation-id": "trace-me-123"})
+    stack.wait_status("same-domain.com", "synced")
+    seen = stack.admin("GET", "requests")["value"]
+    assert any(r["route"] == "lead_create" and r["client_request_id"] == "trace-me-123" for r in seen)
