@@ -97,7 +97,7 @@ def test_http_bad_input_is_400_with_field_and_nothing_enqueued(
 
 def test_batch_intake_reports_per_item_and_enqueues_the_good_ones(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    leads = [{"domain": f"batch-{i}.example"} for i in range(40)]
+    leads: list[object] = [{"domain": f"batch-{i}.example"} for i in range(40)]
     leads += [{"domain": "not a domain"}, {"domain": "batch-0.example"}, "nope"]
     response = requests.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=60)
     assert response.status_code == 202

@@ -1,0 +1,41 @@
+"""The published contracts and the settings documentation stay in step with the code."""
+
+import json
+import re
+from pathlib import Path
+
+from shared.models import LEAD_FIELDS, MESSAGE_FIELDS, STRING_FIELDS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_message_schema_lists_exactly_the_message_fields() -> None:
+    schema = json.loads((ROOT / "docs" / "lead-push-message.schema.json").read_text())
+    assert set(schema["properties"]) == set(MESSAGE_FIELDS)
+    for name, limit in STRING_FIELDS.items():
+        assert schema["properties"][name]["maxLength"] == limit
+
+
+def test_openapi_lead_lists_exactly_the_lead_fields() -> None:
+    text = (ROOT / "docs" / "openapi.yaml").read_text()
+    lead = text.split("    Lead:\n", 1)[1].split("    Accepted:\n", 1)[0]
+    documented = set(re.findall(r"^        (\w+): \{", lead, re.MULTILINE))
+    assert documented == set(LEAD_FIELDS)
+    routes = set(re.findall(r"^  (/[\w/{}.-]+):$", text, re.MULTILINE))
+    code = (ROOT / "shared" / "http_api.py").read_text()
+    assert routes == {"/" + r for r in re.findall(r'route="([^"]+)"', code)}
+
+
+def test_every_setting_the_code_reads_is_documented() -> None:
+    code = (ROOT / "shared" / "config.py").read_text()
+    read = set(re.findall(r'"((?:HUNTER_|AzureWebJobsStorage)[A-Za-z0-9_]*)"', code))
+    example = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+    readme = (ROOT / "README.md").read_text()
+    identity_only = {
+        "AzureWebJobsStorage__queueServiceUri",
+        "AzureWebJobsStorage__tableServiceUri",
+        "AzureWebJobsStorage__clientId",
+    }
+    assert read - identity_only <= set(example), "missing from local.settings.json.example"
+    missing = {name for name in read if name not in readme}
+    assert not missing, f"not described in the README: {missing}"
