@@ -124,6 +124,7 @@ def test_d1_wrong_secret_errors_then_replays_after_the_fix(start_stack: Callable
     assert stack.events("d365_token_acquisition_failed") and stack.events("d365_push_failed")
     poison = f"{stack.queue_name}-poison"
     assert stack.queue_length(poison) == 1 and not stack.sim_leads()
+    assert "wrong-secret-value" not in "".join(stack.raw_logs) + "".join(stack.peek(poison))
     stack.stop()
     fixed = start_stack()  # the operator fixes the secret (a new deployment of the setting)
     replayed = __import__("requests").post(f"{fixed.url}/api/v1/d365/poison/replay", timeout=30).json()
