@@ -169,7 +169,7 @@ def _push(lead: LeadPush, claim: Claim, services: Services) -> tuple[str, str]:
     known = lead.d365_lead_id or claim.state.d365_lead_id
     lost = False
     if known:
-        if dataverse.get_lead(known, cid):
+        if _lookup(lambda: dataverse.get_lead(known, cid), lead, "verify"):
             return ALREADY_EXISTS, known
         lost = True
         logger.warning(
@@ -191,10 +191,29 @@ def _push(lead: LeadPush, claim: Claim, services: Services) -> tuple[str, str]:
         if services.settings.custom_fields
         else (WEBSITE_COLUMN, canonical_website(lead.domain))
     )
-    found = dataverse.find_lead(column, value, cid)
+    found = _lookup(lambda: dataverse.find_lead(column, value, cid), lead, "find")
     if found:
         return ALREADY_EXISTS, found
     return created, dataverse.create_lead(payload, cid)
+
+
+def _lookup(call: Callable[[], str | None], lead: LeadPush, step: str) -> str | None:
+    """Run one lookup; a failure is logged as `d365_lead_lookup_error` and raised on."""
+    try:
+        return call()
+    except D365Error as exc:
+        logger.warning(
+            "d365_lead_lookup_error",
+            extra={
+                "domain": lead.domain,
+                "step": step,
+                "status_code": exc.status,
+                "error_code": exc.code,
+                "attempt": lead.attempt,
+                "correlation_id": lead.correlation_id,
+            },
+        )
+        raise
 
 
 def _synced(lead: LeadPush, claim: Claim, outcome: str, lead_id: str, services: Services) -> Result:

@@ -161,6 +161,7 @@ def test_d3_persistent_500_ends_in_error_and_poison(start_stack: Callable[..., S
     assert delays == [1, 2]
     assert stack.queue_length(f"{stack.queue_name}-poison") == 1
     assert not stack.sim_leads()
+    assert len(stack.events("d365_lead_lookup_error")) == 3
 
 
 def test_d3_transient_503_then_success(start_stack: Callable[..., Stack]) -> None:
