@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,9 +21,17 @@ from typing import Any
 
 import requests
 
+from devstack.processes import (
+    AZURITE_BINARY,
+    azurite_command,
+    azurite_connection_string,
+    free_port,
+    port_free,
+    wait_for_port,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".devstack"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 LOCAL_DEFAULTS = {
     "HUNTER_D365_ENABLED": "true",
     "HUNTER_D365_QUEUE": "d365-lead-push",
@@ -44,28 +51,16 @@ def say(text: str) -> None:
     print(f"[devstack] {text}", flush=True)
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
-
-
 def pick_port(preferred: int) -> int:
-    if port_free(preferred):
-        return preferred
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """`preferred` if it is free, else any free port."""
+    return preferred if port_free(preferred) else free_port()
 
 
 def wait_port(port: int, process: subprocess.Popen[Any], name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"[devstack] {name} exited with code {process.returncode}; see .devstack/{name}.log")
-        if not port_free(port):
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"[devstack] {name} did not start listening on {port} within {timeout:.0f}s")
+    try:
+        wait_for_port(port, timeout, process, name)
+    except (RuntimeError, TimeoutError) as exc:
+        raise SystemExit(f"[devstack] {exc}; see .devstack/{name}.log") from None
 
 
 def file_settings() -> dict[str, str]:
@@ -98,40 +93,18 @@ class Stack:
                 process.kill()
 
     def azurite(self) -> str:
-        binary = ROOT / "node_modules" / ".bin" / "azurite"
-        if not binary.exists():
+        if not AZURITE_BINARY.exists():
             raise SystemExit("[devstack] Azurite is missing: run `make setup` (or `npm install`) first")
         ports = {name: pick_port(default) for name, default in (("blob", 10000), ("queue", 10001), ("table", 10002))}
         data = STATE / "azurite"
         data.mkdir(parents=True, exist_ok=True)
-        process = self.spawn(
-            "azurite",
-            [
-                str(binary),
-                "--silent",
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-                "--location",
-                str(data),
-                "--blobPort",
-                str(ports["blob"]),
-                "--queuePort",
-                str(ports["queue"]),
-                "--tablePort",
-                str(ports["table"]),
-            ],
-        )
+        process = self.spawn("azurite", azurite_command(ports, data))
         for port in ports.values():
             wait_port(port, process, "azurite")
         say(
             f"Azurite      queue :{ports['queue']}  table :{ports['table']}  blob :{ports['blob']}  (data in .devstack/azurite)"
         )
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{ports['blob']}/devstoreaccount1;"
-            f"QueueEndpoint=http://127.0.0.1:{ports['queue']}/devstoreaccount1;"
-            f"TableEndpoint=http://127.0.0.1:{ports['table']}/devstoreaccount1;"
-        )
+        return azurite_connection_string(ports)
 
     def simulator(self) -> dict[str, Any]:
         port = pick_port(8443)

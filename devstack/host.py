@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -39,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from devstack.processes import wait_for_signal
 
 logger = logging.getLogger("devstack.host")
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,22 +258,24 @@ class FunctionHost:
         opts = self.options
         workers = opts["batchSize"] + opts["newBatchThreshold"]
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fn-{name}")
-        in_flight = threading.Semaphore(workers)
+        # In flight never exceeds batchSize + newBatchThreshold: a batch is fetched only when at
+        # most newBatchThreshold messages are still running.
+        fetch = min(opts["batchSize"], 32)
         busy = [0]
         lock = threading.Lock()
         delay = 0.1
         logger.info("host_queue_listening", extra={"function": name, "queue": queue_name, "concurrency": workers})
         while not self._stop.is_set():
             with lock:
-                room = workers - busy[0]
-            if busy[0] > opts["newBatchThreshold"] and room > 0:
+                saturated = busy[0] > opts["newBatchThreshold"]
+            if saturated:
                 time.sleep(0.02)
                 continue
             try:
                 batch = list(
                     queue.receive_messages(
-                        messages_per_page=min(opts["batchSize"], 32, max(room, 1)),
-                        max_messages=min(opts["batchSize"], 32, max(room, 1)),
+                        messages_per_page=fetch,
+                        max_messages=fetch,
                         visibility_timeout=LEASE_SECONDS,
                     )
                 )
@@ -286,7 +289,6 @@ class FunctionHost:
                 continue
             delay = 0.1
             for message in batch:
-                in_flight.acquire()
                 with lock:
                     busy[0] += 1
 
@@ -296,7 +298,6 @@ class FunctionHost:
                     finally:
                         with lock:
                             busy[0] -= 1
-                        in_flight.release()
 
                 pool.submit(run)
         pool.shutdown(wait=True)
@@ -401,10 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         flush=True,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    wait_for_signal()
     host.stop()
     return 0
 

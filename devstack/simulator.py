@@ -44,7 +44,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import socket
 import ssl
 import threading
@@ -58,6 +57,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack.odata import FilterSyntaxError, UnknownColumn, parse_filter
+from devstack.processes import wait_for_signal
 
 DEFAULT_TENANT = "7d1f2c3a-0b4e-4c59-9a6d-2f1e3b4c5d6e"
 DEFAULT_CLIENT_ID = "3c8e4b1a-5d2f-4e6a-8b7c-9d0e1f2a3b4c"
@@ -109,10 +109,6 @@ def _iso(epoch: float) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-class DropConnection(Exception):
-    """Raised after a write is committed to close the connection without any response."""
 
 
 @dataclass
@@ -452,7 +448,7 @@ def validate_lead(body: Any) -> tuple[dict[str, Any] | None, Response | None]:
     return fields, None
 
 
-def select(record: dict[str, Any], selected: str | None, base_url: str) -> dict[str, Any]:
+def select(record: dict[str, Any], selected: str | None) -> dict[str, Any]:
     """A record as the Web API returns it, with `$select` applied."""
     columns = [c.strip().lower() for c in selected.split(",")] if selected else sorted(ALL_COLUMNS)
     out: dict[str, Any] = {"@odata.etag": f'W/"{record["versionnumber"]}"'}
@@ -703,7 +699,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _created(self, record: dict[str, Any], query: dict[str, str], entity_url: str | None = None) -> Response:
         entity_id = entity_url or f"{self.sim.base_url}{API_PREFIX}leads({record['leadid']})"
         if "return=representation" in (self.headers.get("Prefer") or ""):
-            data = select(record, query.get("$select"), self.sim.base_url)
+            data = select(record, query.get("$select"))
             data["@odata.context"] = f"{self.sim.base_url}{API_PREFIX}$metadata#leads/$entity"
             return json_response(
                 201, data, {"OData-EntityId": entity_id, "Preference-Applied": "return=representation"}
@@ -715,7 +711,7 @@ class _Handler(BaseHTTPRequestHandler):
         record = self.sim.leads.get(lead_id)
         if record is None:
             return odata_error(404, "0x80040217", f"lead With Id = {lead_id} Does Not Exist")
-        data = select(record, query.get("$select"), self.sim.base_url)
+        data = select(record, query.get("$select"))
         data["@odata.context"] = f"{self.sim.base_url}{API_PREFIX}$metadata#leads(leadid)/$entity"
         return json_response(200, data)
 
@@ -741,7 +737,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return odata_error(400, "0x80060888", "Invalid value for $top.")
         with self.sim._lock:
-            rows = [select(r, query.get("$select"), self.sim.base_url) for r in self.sim.leads.values() if predicate(r)]
+            rows = [select(r, query.get("$select")) for r in self.sim.leads.values() if predicate(r)]
         return json_response(
             200, {"@odata.context": f"{self.sim.base_url}{API_PREFIX}$metadata#leads(leadid)", "value": rows[:top]}
         )
@@ -767,7 +763,7 @@ class _Handler(BaseHTTPRequestHandler):
         record = self.sim.find_by_key(value)
         if record is None:
             return odata_error(404, "0x80040217", f"lead With Id = {KEY_COLUMN}={value} Does Not Exist")
-        data = select(record, query.get("$select"), self.sim.base_url)
+        data = select(record, query.get("$select"))
         return json_response(200, data)
 
     def _upsert(self, path: str, query: dict[str, str], body: bytes, claims: dict[str, Any]) -> Response:
@@ -795,7 +791,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.sim._version += 1
                 existing["versionnumber"] = self.sim._version
                 if "return=representation" in (self.headers.get("Prefer") or ""):
-                    return json_response(200, select(existing, query.get("$select"), self.sim.base_url))
+                    return json_response(200, select(existing, query.get("$select")))
                 return Response(204, b"", {"OData-EntityId": entity_url})
             record = self.sim.store_lead({**fields, KEY_COLUMN: fields.get(KEY_COLUMN, value)})
         return self._created(record, query, entity_url)
@@ -1049,10 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
     info_path = Path(args.state_dir) / "simulator.json"
     info_path.write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    wait_for_signal()
     sim.stop()
     return 0
 

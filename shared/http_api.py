@@ -239,7 +239,7 @@ def ready(req: func.HttpRequest) -> func.HttpResponse:
     except AzureError as exc:
         checks["storage"] = f"error: {type(exc).__name__}"
     try:
-        services.dataverse._tokens.get_token("healthz")
+        services.dataverse.tokens.get_token("healthz")
         checks["dataverse_auth"] = "ok"
     except Exception as exc:
         checks["dataverse_auth"] = f"error: {getattr(exc, 'message', type(exc).__name__)}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.models import LeadPush
+
 # Dataverse column → maximum length, for the string columns this app writes.
 LEAD_MAX_LENGTHS: dict[str, int] = {
     "subject": 300,
@@ -54,8 +56,8 @@ def lead_quality(final_score: float | None) -> int | None:
     return QUALITY_COLD
 
 
-def lead_payload(lead: Any, custom_fields: bool) -> dict[str, Any]:
-    """The JSON body that creates `lead` (a `models.LeadPush`) in Dataverse."""
+def lead_payload(lead: LeadPush, custom_fields: bool) -> dict[str, Any]:
+    """The JSON body that creates `lead` in Dataverse."""
     name = lead.company_name or lead.domain
     payload: dict[str, Any] = {
         "subject": f"Hunter: {name}",

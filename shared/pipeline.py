@@ -110,7 +110,7 @@ def accept(lead: LeadPush, services: Services) -> Accepted:
         return Accepted(SKIPPED, lead.domain, None, current.d365_lead_id, current.d365_url, ALREADY_EXISTS)
     message = replace(lead, attempt=0, enqueued_at=iso(services.clock()))
     sent = services.queues.push.send_message(message.to_json())
-    services.state.mark_queued(lead.domain, lead.correlation_id)
+    services.state.mark_queued(lead.domain, lead.correlation_id, current, read=False)
     logger.info(
         "d365_push_enqueued",
         extra={"domain": lead.domain, "message_id": sent.id, "correlation_id": lead.correlation_id},

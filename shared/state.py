@@ -24,7 +24,6 @@ from shared.models import QUEUED, SYNCED, SYNCING, SyncState, iso, parse_iso, ut
 
 ROW_KEY = "lead"
 _STATE_FIELDS = [f.name for f in fields(SyncState) if f.name not in ("domain", "etag")]
-_CONFLICT = (ResourceExistsError, ResourceNotFoundError)
 
 
 @dataclass(frozen=True)
@@ -88,19 +87,34 @@ class StateStore:
             )
         return str(metadata["etag"])
 
+    def _try_write(self, state: SyncState, current: SyncState | None) -> str | None:
+        """`_write` conditional on `current` (absent or unchanged); None when another writer won."""
+        try:
+            return self._write(state, current.etag if current else None)
+        except ResourceExistsError:
+            return None
+        except HttpResponseError as exc:
+            if _precondition_failed(exc):
+                return None
+            raise
+
     def _live_claim(self, state: SyncState | None) -> bool:
         if state is None or not state.claim_token or not state.claimed_until:
             return False
         until = parse_iso(state.claimed_until, "claimed_until")
         return until is not None and until > self._clock()
 
-    def mark_queued(self, domain: str, correlation_id: str) -> SyncState:
+    def mark_queued(
+        self, domain: str, correlation_id: str, current: SyncState | None = None, read: bool = True
+    ) -> SyncState:
         """Record that a push was accepted. A push in progress keeps its status (the new message
         waits for the claim); anything else becomes `queued`. Earlier ids and links are kept.
 
         Losing a race to another writer is success when that writer left the domain queued or
-        claimed: the message is already on the queue, and the state says so."""
-        current = self.get(domain)
+        claimed: the message is already on the queue, and the state says so. A caller that has
+        just read the row passes it as `current` with `read=False` to save a second read."""
+        if read:
+            current = self.get(domain)
         for _ in range(5):
             if current is not None and self._live_claim(current):
                 return current
@@ -115,13 +129,9 @@ class StateStore:
                 claim_token=None,
                 claimed_until=None,
             )
-            try:
-                return replace(state, etag=self._write(state, current.etag if current else None))
-            except ResourceExistsError:
-                pass
-            except HttpResponseError as exc:
-                if not _precondition_failed(exc):
-                    raise
+            etag = self._try_write(state, current)
+            if etag is not None:
+                return replace(state, etag=etag)
             current = self.get(domain)
             if current is not None and current.status == QUEUED:
                 return current
@@ -142,26 +152,17 @@ class StateStore:
                 correlation_id=correlation_id,
                 claimed_until=iso(self._clock() + self._lease),
             )
-            try:
-                etag = self._write(state, current.etag if current else None)
-            except ResourceExistsError:
+            etag = self._try_write(state, current)
+            if etag is None:
                 continue
-            except HttpResponseError as exc:
-                if _precondition_failed(exc):
-                    continue
-                raise
             return Claim(state=replace(state, etag=etag), token=token, etag=etag)
         return None
 
     def finish(self, claim: Claim, **changes: Any) -> SyncState | None:
         """Write the end of a push and release the claim; None if the claim was lost meanwhile."""
         state = replace(claim.state, claim_token=None, claimed_until=None, **changes)
-        try:
-            return replace(state, etag=self._write(state, claim.etag))
-        except HttpResponseError as exc:
-            if _precondition_failed(exc):
-                return None
-            raise
+        etag = self._try_write(state, claim.state)
+        return None if etag is None else replace(state, etag=etag)
 
     def is_synced(self, state: SyncState | None) -> bool:
         """True when the domain's lead is known to exist in Dataverse."""

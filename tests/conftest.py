@@ -1,16 +1,13 @@
 """Fixtures shared by every test layer: the simulator (in-process, HTTPS on loopback) and Azurite.
 
 The simulator is started once per session and reset before each test that asks for `sim`;
-Azurite is started once per session from `node_modules` on free ports, with its data in a
-temporary directory. Each test gets its own queue and table names (`names`).
+Azurite is started once per session from `node_modules` on free ports, in memory. Each test gets its own queue and table names (`names`).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.processes import AZURITE_BINARY, azurite_command, azurite_connection_string, free_port, wait_for_port
 from devstack.simulator import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,31 +44,6 @@ def sim(simulator: Simulator) -> Simulator:
     return simulator
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    """Block until something accepts connections on 127.0.0.1:`port`.
-
-    Raises:
-        TimeoutError: nothing did within `timeout` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
-
-
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
-
 @dataclass(frozen=True)
 class Azurite:
     """A running Azurite: its connection string and ports."""
@@ -83,38 +56,15 @@ class Azurite:
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     """Azurite (queue + table + blob) on free ports for the session."""
-    binary = ROOT / "node_modules" / ".bin" / "azurite"
-    if not binary.exists():
+    if not AZURITE_BINARY.exists():
         pytest.fail("Azurite is not installed: run `make setup` (npm install) first")
     ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "--silent",
-            "--disableTelemetry",
-            "--skipApiVersionCheck",
-            "--inMemoryPersistence",
-            "--blobPort",
-            str(ports["blob"]),
-            "--queuePort",
-            str(ports["queue"]),
-            "--tablePort",
-            str(ports["table"]),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = subprocess.Popen(azurite_command(ports), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for port in ports.values():
-            wait_for_port(port)
+            wait_for_port(port, process=process, name="azurite")
         yield Azurite(
-            connection_string=(
-                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-                f"AccountKey={AZURITE_KEY};"
-                f"BlobEndpoint=http://127.0.0.1:{ports['blob']}/devstoreaccount1;"
-                f"QueueEndpoint=http://127.0.0.1:{ports['queue']}/devstoreaccount1;"
-                f"TableEndpoint=http://127.0.0.1:{ports['table']}/devstoreaccount1;"
-            ),
+            connection_string=azurite_connection_string(ports),
             queue_port=ports["queue"],
             table_port=ports["table"],
         )

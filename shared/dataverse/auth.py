@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import msal
@@ -207,6 +206,3 @@ class ManagedIdentityTokenProvider:
             ) from None
         logger.debug("d365_token_acquired", extra={"auth_mode": self.mode, "correlation_id": correlation_id})
         return token
-
-
-TokenFactory = Callable[[], TokenProvider]

@@ -64,7 +64,7 @@ class DataverseClient:
             raise ValueError("Dataverse base URL must be an https:// URL")
         self.base_url = base_url.rstrip("/")
         self.api_url = f"{self.base_url}/api/data/{api_version}"
-        self._tokens = tokens
+        self.tokens = tokens
         self._session = session or requests.Session()
         self._timeout = timeout
         self.last_latency_ms = 0.0
@@ -82,7 +82,7 @@ class DataverseClient:
         absent: tuple[int, ...] = (),
     ) -> requests.Response | None:
         """One HTTP call. Returns the response on `ok`, None on `absent`, raises otherwise."""
-        token = self._tokens.get_token(correlation_id)
+        token = self.tokens.get_token(correlation_id)
         sent = dict(_BASE_HEADERS, Authorization=f"Bearer {token}")
         if correlation_id:
             sent["x-ms-client-request-id"] = correlation_id

@@ -20,8 +20,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from devstack.processes import free_port
 from devstack.simulator import DEFAULT_SECRET, Simulator
-from tests.conftest import ROOT, Azurite, free_port
+from tests.conftest import ROOT, Azurite
 
 
 class Stack:

@@ -7,23 +7,22 @@ from collections.abc import Callable
 
 import requests
 
-from devstack.simulator import DEFAULT_IDENTITY_HEADER
+from devstack.simulator import DEFAULT_IDENTITY_HEADER, Simulator
 from tests.e2e.conftest import Stack
 
 
-def identity_env(stack_sim_url: str) -> dict[str, str]:
-    return {"IDENTITY_ENDPOINT": f"{stack_sim_url}/msi/token", "IDENTITY_HEADER": DEFAULT_IDENTITY_HEADER}
+def identity_env(sim_url: str) -> dict[str, str]:
+    return {"IDENTITY_ENDPOINT": f"{sim_url}/msi/token", "IDENTITY_HEADER": DEFAULT_IDENTITY_HEADER}
 
 
-def test_secret_from_key_vault_survives_rotation_without_restart(start_stack: Callable[..., Stack]) -> None:
+def test_secret_from_key_vault_survives_rotation_without_restart(
+    start_stack: Callable[..., Stack], sim: Simulator
+) -> None:
     canary = "CANARY-7f3a9c-secret-value"
-    stack = start_stack()
-    stack.stop()
-    sim = stack.sim
     # Tokens that live 60 s are never served from MSAL's cache (it renews 5 minutes early), so
     # every push asks Entra ID and must present the current secret.
-    stack.admin("POST", "config", {"token_lifetime": 60})
-    stack.admin("POST", "rotate-secret", {"new_secret": canary})
+    requests.post(f"{sim.base_url}/_admin/config", json={"token_lifetime": 60}, timeout=10).raise_for_status()
+    requests.post(f"{sim.base_url}/_admin/rotate-secret", json={"new_secret": canary}, timeout=10).raise_for_status()
     stack = start_stack(
         HUNTER_D365_CLIENT_SECRET="",
         HUNTER_KEYVAULT_URL=sim.base_url,
@@ -49,15 +48,13 @@ def test_secret_from_key_vault_survives_rotation_without_restart(start_stack: Ca
     assert canary not in seen
 
 
-def test_managed_identity_mode_needs_no_secret(start_stack: Callable[..., Stack]) -> None:
-    first = start_stack()
-    first.stop()
+def test_managed_identity_mode_needs_no_secret(start_stack: Callable[..., Stack], sim: Simulator) -> None:
     stack = start_stack(
         HUNTER_D365_AUTH_MODE="managed_identity",
         HUNTER_D365_CLIENT_SECRET="",
         HUNTER_D365_CLIENT_ID="",
         HUNTER_D365_TENANT_ID="",
-        **identity_env(first.sim.base_url),
+        **identity_env(sim.base_url),
     )
     ready = requests.get(f"{stack.url}/api/healthz/ready", timeout=30).json()
     assert ready["checks"]["auth_mode"] == "managed_identity" and ready["checks"]["dataverse_auth"] == "ok"

@@ -134,7 +134,7 @@ def test_injection_in_a_domain_never_matches_another_lead(sim: Simulator) -> Non
 
 def test_the_simulator_parses_literals_like_dataverse(sim: Simulator) -> None:
     client = make_client(sim)
-    token = client._tokens.get_token()
+    token = client.tokens.get_token()
     unterminated = requests.get(
         f"{sim.base_url}/api/data/v9.2/leads",
         params={"$filter": "hnt_domain eq 'x"},
@@ -191,7 +191,7 @@ def test_plain_create_violating_the_key_is_412(sim: Simulator) -> None:
 
 def test_update_only_upsert_on_absent_key_is_404(sim: Simulator) -> None:
     client = make_client(sim)
-    token = client._tokens.get_token()
+    token = client.tokens.get_token()
     response = requests.patch(
         f"{sim.base_url}/api/data/v9.2/leads(hnt_domain='nobody.com')",
         json={"subject": "x"},
