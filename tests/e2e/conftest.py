@@ -4,6 +4,7 @@ needs; the host's log lines are kept so tests can assert on events."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -36,6 +37,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs: list[dict[str, Any]] = []
         self.raw_logs: list[str] = []
+        self.responses: list[str] = []
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> Stack:
@@ -92,11 +94,24 @@ class Stack:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
     def push(self, lead: dict[str, Any], **kwargs: Any) -> requests.Response:
-        return requests.post(f"{self.url}/api/v1/d365/push-lead", json=lead, timeout=30, **kwargs)
+        response = requests.post(f"{self.url}/api/v1/d365/push-lead", json=lead, timeout=30, **kwargs)
+        self.responses.append(response.text)
+        return response
 
     def status(self, domain: str) -> dict[str, Any]:
         response = requests.get(f"{self.url}/api/v1/d365/leads/{domain}", timeout=30)
+        self.responses.append(response.text)
         return dict(response.json())
+
+    def everything_said(self) -> str:
+        """Every log line, recorded HTTP response, and message left in the poison and results queues."""
+        queued: list[str] = []
+        for name in (f"{self.queue_name}-poison", self.env["HUNTER_D365_RESULTS_QUEUE"]):
+            for raw in self.peek(name):
+                queued.append(raw)
+                with contextlib.suppress(ValueError):
+                    queued.append(base64.b64decode(raw, validate=True).decode("utf-8", "replace"))
+        return "\n".join([*self.raw_logs, *self.responses, *queued])
 
     def wait_status(self, domain: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
         return dict(
@@ -185,8 +200,16 @@ def start_stack(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> Iter
         return stack
 
     yield start
+    # Every secret any host of this test could have held: the simulator's default, whatever the
+    # test configured, and every secret the simulator currently accepts (after rotations).
+    secrets = {DEFAULT_SECRET, *(s for values in sim.client_secrets.values() for s in values)}
+    secrets |= {stack.env.get("HUNTER_D365_CLIENT_SECRET", "") for stack in stacks}
+    secrets = {secret for secret in secrets if len(secret) >= 8}
     for stack in stacks:
         stack.stop()
         # Shown by pytest only when the test failed: the host's own account of what happened.
         print(f"--- host log ({stack.url}) ---")
         print("".join(stack.raw_logs[-80:]))
+        said = stack.everything_said()
+        leaked = [secret[:4] + "…" for secret in secrets if secret in said]
+        assert not leaked, f"a secret appeared in logs, responses or queue messages: {leaked}"

@@ -52,8 +52,11 @@ def test_bad_queue_messages_go_to_poison_once(start_stack: Callable[..., Stack])
     encoded.send_message("[" * 20000)
     raw.send_message(base64.b64encode(b"\xff\xfe\x00garbage").decode())
     poison = f"{stack.queue_name}-poison"
-    stack.wait_for(lambda: stack.queue_length(poison) == 6, what="six poison messages")
-    assert stack.queue_length(stack.queue_name) == 0
+    # The host deletes each original just after copying it to poison: wait for both sides.
+    stack.wait_for(
+        lambda: stack.queue_length(poison) == 6 and stack.queue_length(stack.queue_name) == 0,
+        what="six poison messages and an empty queue",
+    )
     rejected = stack.events("d365_push_rejected")
     assert sorted(e["error_code"] for e in rejected) == [
         "invalid_domain",
