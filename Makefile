@@ -31,6 +31,9 @@ simulator: setup  ## the Dataverse / Entra ID / Key Vault simulator alone
 demo: setup  ## push sample leads through a running `make run` and watch them sync
 	@$(PY) -m devstack.demo
 
+smoke: setup  ## smoke-test the Dataverse that the environment / local.settings.json names (add ARGS=--push-test-lead)
+	@$(PY) -m shared.smoketest $(ARGS)
+
 lint: setup
 	@echo "==> ruff"
 	@$(VENV)/bin/ruff check .
