@@ -3,11 +3,14 @@ port, waiting for Ctrl-C/SIGTERM, and how to start Azurite and reach it."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +87,104 @@ def azurite_connection_string(ports: dict[str, int]) -> str:
         f"QueueEndpoint=http://127.0.0.1:{ports['queue']}/devstoreaccount1;"
         f"TableEndpoint=http://127.0.0.1:{ports['table']}/devstoreaccount1;"
     )
+
+
+def simulator_env(info: dict[str, Any]) -> dict[str, str]:
+    """App settings that point the app at a running simulator (from its `info()`)."""
+    return {
+        "HUNTER_D365_BASE_URL": info["dataverse_url"],
+        "HUNTER_D365_AUTHORITY_HOST": info["authority_host"],
+        "HUNTER_D365_TENANT_ID": info["tenant_id"],
+        "HUNTER_D365_CLIENT_ID": info["client_id"],
+        "REQUESTS_CA_BUNDLE": info["ca_bundle"],
+        "SSL_CERT_FILE": info["ca_bundle"],
+        "IDENTITY_ENDPOINT": info["identity_endpoint"],
+        "IDENTITY_HEADER": "local-identity-header",
+    }
+
+
+class ProcessGroup:
+    """Child processes of the local stack (Azurite, the simulator, hosts), logged to `state_dir`
+    and stopped together."""
+
+    def __init__(self, state_dir: Path, preferred_ports: bool = False) -> None:
+        self.state_dir = state_dir
+        self.preferred_ports = preferred_ports
+        self.children: list[subprocess.Popen[Any]] = []
+        state_dir.mkdir(parents=True, exist_ok=True)
+
+    def port(self, preferred: int) -> int:
+        """`preferred` when asked for and free, else any free port."""
+        return preferred if self.preferred_ports and port_free(preferred) else free_port()
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
+        """Start `args` with output to `<state_dir>/<name>.log`."""
+        log = open(self.state_dir / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the child
+        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        self.children.append(process)
+        return process
+
+    def wait_port(self, port: int, process: subprocess.Popen[Any], name: str, timeout: float = 60) -> None:
+        """`wait_for_port`, failing with a pointer to the child's log."""
+        try:
+            wait_for_port(port, timeout, process, name)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"{exc}; see {self.state_dir / name}.log") from None
+
+    def azurite(self) -> tuple[str, dict[str, int]]:
+        """Start Azurite (data under the state dir); returns (connection string, ports)."""
+        if not AZURITE_BINARY.exists():
+            raise SystemExit("Azurite is missing: run `make setup` (or `npm install`) first")
+        ports = {name: self.port(default) for name, default in (("blob", 10000), ("queue", 10001), ("table", 10002))}
+        data = self.state_dir / "azurite"
+        data.mkdir(parents=True, exist_ok=True)
+        process = self.spawn("azurite", azurite_command(ports, data))
+        for port in ports.values():
+            self.wait_port(port, process, "azurite")
+        return azurite_connection_string(ports), ports
+
+    def simulator(self) -> dict[str, Any]:
+        """Start the simulator as its own process; returns its `info()`."""
+        port = self.port(8443)
+        info_path = self.state_dir / "simulator.json"
+        info_path.unlink(missing_ok=True)
+        process = self.spawn(
+            "simulator",
+            [sys.executable, "-m", "devstack.simulator", "--port", str(port), "--state-dir", str(self.state_dir)],
+        )
+        self.wait_port(port, process, "simulator")
+        deadline = time.monotonic() + 10
+        while not info_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        info: dict[str, Any] = json.loads(info_path.read_text())
+        return info
+
+    def host(
+        self, env: dict[str, str], name: str = "host", port: int | None = None
+    ) -> tuple[str, subprocess.Popen[Any]]:
+        """Start a local Functions host with `env`; returns (its URL, the process) once it is live."""
+        port = port or self.port(7071)
+        process = self.spawn(name, [sys.executable, "-m", "devstack.host", "--port", str(port)], env=env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log = (self.state_dir / f"{name}.log").read_text()[-3000:]
+                raise SystemExit(f"the host exited; see {self.state_dir / name}.log:\n{log}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/healthz/live", timeout=1):  # noqa: S310 - loopback
+                    return url, process
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"the host did not answer on {url} within 60 s")
+
+    def stop(self) -> None:
+        """Terminate every child (newest first), killing what does not exit."""
+        for process in reversed(self.children):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.children:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -299,6 +299,7 @@ class PushOutcome:
     d365_url: str | None = None
     error: str | None = None
     hunter_id: str | None = None
+    enqueued_at: str | None = None
     at: str | None = None
     schema_version: int = SCHEMA_VERSION
 

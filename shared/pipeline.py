@@ -321,6 +321,7 @@ def _publish(lead: LeadPush, services: Services, status: str, outcome: str, **ex
         d365_url=extra.get("url"),
         error=extra.get("error"),
         hunter_id=lead.hunter_id,
+        enqueued_at=lead.enqueued_at,
         at=iso(services.clock()),
     )
     services.queues.results.send_message(result.to_json())
