@@ -11,8 +11,9 @@ It loads `function_app.app` the way the Python worker indexes it (one `FunctionA
   when idle, `messageEncoding` base64 (a message that is not base64 goes straight to
   `<queue>-poison`), `visibilityTimeout` before a failed message is retried, and
   `maxDequeueCount` attempts before the message moves to `<queue>-poison`;
-- resolves `%SETTING%` expressions from app settings, and honours overrides such as
-  `AzureFunctionsJobHost__extensions__queues__maxDequeueCount`.
+- resolves `%SETTING%` expressions from app settings, honours overrides such as
+  `AzureFunctionsJobHost__extensions__queues__maxDequeueCount`, and skips a function whose
+  `AzureWebJobs.<name>.Disabled` setting is true.
 
 Settings come from the environment, then `local.settings.json` `Values` (as `func start` reads them).
 Run: `python -m devstack.host [--port 7071] [--settings local.settings.json]`.
@@ -144,6 +145,9 @@ class FunctionHost:
             spec = json.loads(function.get_function_json())
             trigger = next(b for b in spec["bindings"] if b["direction"] == "IN" and b["type"].endswith("Trigger"))
             user_function = function.get_user_function()
+            if os.environ.get(f"AzureWebJobs.{function.get_function_name()}.Disabled", "").lower() in ("1", "true"):
+                logger.info("host_function_disabled", extra={"function": function.get_function_name()})
+                continue
             if trigger["type"] == "httpTrigger":
                 self.routes.append(
                     HttpRoute(

@@ -155,11 +155,16 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
         seen.add(lead.domain)
         valid.append((index, lead))
     services = get_services()
+    try:
+        known = services.state.get_many([lead.domain for _, lead in valid])
+    except AzureError as exc:
+        logger.error("d365_storage_error", extra={"error_code": type(exc).__name__, "correlation_id": correlation_id})
+        return _error(503, "storage_unavailable", "the state table could not be reached; nothing was enqueued")
 
     def enqueue(entry: tuple[int, LeadPush]) -> tuple[int, dict[str, Any]]:
         index, lead = entry
         try:
-            result: Accepted = accept(lead, services)
+            result: Accepted = accept(lead, services, known.get(lead.domain), read=False)
         except AzureError as exc:
             return index, {
                 "index": index,

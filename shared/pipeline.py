@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,11 +39,12 @@ from shared.models import (
     InputError,
     LeadPush,
     PushOutcome,
+    SyncState,
     decode_message,
     iso,
     utcnow,
 )
-from shared.retry import RetryPolicy, queue_delay
+from shared.retry import RetryPolicy, Throttle, queue_delay
 from shared.state import Claim, StateStore
 from shared.storage import Queues
 
@@ -59,6 +60,7 @@ class Services:
     state: StateStore
     queues: Queues
     clock: Callable[[], datetime] = utcnow
+    throttle: Throttle = field(default_factory=Throttle)
 
     @property
     def policy(self) -> RetryPolicy:
@@ -85,13 +87,15 @@ class Accepted:
         return body
 
 
-def accept(lead: LeadPush, services: Services) -> Accepted:
+def accept(lead: LeadPush, services: Services, current: SyncState | None = None, read: bool = True) -> Accepted:
     """Enqueue one validated lead, unless its domain is already synced (and not `force`d).
+    A caller that has already read the domain's state (a batch) passes it with `read=False`.
 
     Raises:
         azure.core.exceptions.AzureError: the queue or the table could not be reached.
     """
-    current = services.state.get(lead.domain)
+    if read:
+        current = services.state.get(lead.domain)
     if (
         services.state.is_synced(current)
         and not lead.force
@@ -142,6 +146,13 @@ def process(body: bytes, services: Services, rand: Callable[[], float] = random.
         delay = services.settings.retry_base_seconds
         services.queues.push.send_message(lead.to_json(), visibility_timeout=queue_delay(delay))
         logger.info("d365_push_deferred", extra={**log, "delay_seconds": delay, "reason": "disabled"})
+        return Result("deferred", delay=delay)
+    paused = services.throttle.remaining()
+    if paused:
+        # A 429 told this process to hold off: wait it out without asking Dataverse again.
+        delay = paused + services.settings.retry_jitter_seconds * rand()
+        services.queues.push.send_message(lead.to_json(), visibility_timeout=queue_delay(delay))
+        logger.info("d365_push_deferred", extra={**log, "delay_seconds": round(delay, 2), "reason": "throttled"})
         return Result("deferred", delay=delay)
     claim = services.state.claim(lead.domain, lead.correlation_id)
     if claim is None:
@@ -252,6 +263,8 @@ def _failed(lead: LeadPush, claim: Claim, exc: D365Error, services: Services, ra
     if not retryable or policy.exhausted(lead.attempt):
         return _give_up(lead, claim, str(exc), services, exc)
     retry_after = exc.retry_after if isinstance(exc, D365RateLimitError) else None
+    if retry_after is not None:
+        services.throttle.pause(retry_after)
     delay = policy.delay(lead.attempt, retry_after, rand)
     seconds = queue_delay(delay)
     next_at = services.clock() + timedelta(seconds=seconds)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,3 +56,24 @@ class RetryPolicy:
 def queue_delay(seconds: float) -> int:
     """A delay as the whole seconds a queue's visibility timeout takes (rounded up, never less)."""
     return max(0, min(MAX_QUEUE_DELAY_SECONDS, math.ceil(seconds)))
+
+
+class Throttle:
+    """A process-wide pause after a 429: Dataverse's `Retry-After` applies to the caller (the
+    application user), not to one request, so every worker thread of this process waits it out
+    instead of each collecting its own 429 (which, in Dataverse, makes `Retry-After` grow)."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """No Dataverse calls for `seconds` from now (a longer pause already set wins)."""
+        with self._lock:
+            self._until = max(self._until, self._clock() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds left in the current pause (0 when calls may go ahead)."""
+        with self._lock:
+            return max(0.0, self._until - self._clock())

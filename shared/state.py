@@ -57,6 +57,18 @@ class StateStore:
             return None
         return self._from_entity(entity)
 
+    def get_many(self, domains: list[str]) -> dict[str, SyncState]:
+        """The states of `domains` that exist, with one query per 15 domains (Table storage
+        allows at most 15 comparisons in a filter) instead of one read each."""
+        found: dict[str, SyncState] = {}
+        for start in range(0, len(domains), 14):
+            chunk = domains[start : start + 14]
+            keys = " or ".join(f"PartitionKey eq '{d.replace(chr(39), chr(39) * 2)}'" for d in chunk)
+            for entity in self._table.query_entities(f"RowKey eq '{ROW_KEY}' and ({keys})"):
+                state = self._from_entity(entity)
+                found[state.domain] = state
+        return found
+
     @staticmethod
     def _from_entity(entity: Any) -> SyncState:
         values = {name: entity.get(name) for name in _STATE_FIELDS}

@@ -109,7 +109,12 @@ def test_batch_intake_reports_per_item_and_enqueues_the_good_ones(start_stack: C
     assert [item["error"] for item in body["items"][40:]] == ["invalid_domain", "duplicate_domain", "invalid_body"]
     assert all(item["status"] == "queued" and item["message_id"] for item in body["items"][:40])
     stack.wait_for(lambda: len(stack.sim_leads()) == 40, timeout=60, what="40 leads")
-    assert stack.status("batch-39.example")["status"] == "synced"
+    results = stack.env["HUNTER_D365_RESULTS_QUEUE"]
+    stack.wait_for(lambda: stack.queue_length(results) == 40, what="40 outcomes")
+    again = requests.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads[:40]}, timeout=60).json()
+    skipped = [item for item in again["items"] if item["status"] == "skipped"]
+    assert again["accepted"] == 40 and len(skipped) == 40
+    assert all(item["reason"] == "already_exists" and item["d365_lead_id"] for item in skipped)
 
 
 def test_batch_over_the_limit_is_refused_whole(start_stack: Callable[..., Stack]) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.retry import RetryPolicy, queue_delay
+from shared.retry import RetryPolicy, Throttle, queue_delay
 
 SEED = RetryPolicy(base_seconds=60, cap_seconds=3600, jitter_seconds=10, max_attempts=6)
 
@@ -41,3 +41,16 @@ def test_queue_delay_rounds_up_and_clamps() -> None:
 def test_negative_attempt_is_a_bug() -> None:
     with pytest.raises(ValueError):
         SEED.delay(-1)
+
+
+def test_throttle_holds_every_caller_until_the_longest_retry_after() -> None:
+    now = [100.0]
+    throttle = Throttle(clock=lambda: now[0])
+    assert throttle.remaining() == 0
+    throttle.pause(5)
+    throttle.pause(2)  # a shorter pause never shortens the current one
+    assert throttle.remaining() == 5
+    now[0] += 4
+    assert throttle.remaining() == 1
+    now[0] += 1
+    assert throttle.remaining() == 0

@@ -1,0 +1,218 @@
+// The function app: a Linux Flex Consumption plan running Python 3.11, signed in everywhere with its
+// user-assigned identity. Every setting the code reads (shared/config.py, shared/telemetry.py) is set
+// below; none holds a secret. tests/infra/test_bicep.py parses shared/config.py and checks that list.
+param name string
+param planName string
+param location string
+param tags object = {}
+
+@description('Resource id of the user-assigned identity.')
+param identityId string
+
+@description('Client id of the user-assigned identity (what azure-identity and the host need to pick it).')
+param identityClientId string
+
+param storageAccountName string
+param deploymentContainerName string
+param applicationInsightsName string
+
+@description('https://<vault>.vault.azure.net/')
+param keyVaultUri string
+
+// Which storage services the host and the app reach (main.bicep storageEndpointConfig).
+param enableBlob bool = true
+param enableQueue bool = true
+param enableTable bool = true
+
+@minValue(1)
+@maxValue(4)
+param maximumInstanceCount int = 3
+
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(8)
+param queueBatchSize int = 8
+
+@minValue(0)
+@maxValue(4)
+param queueNewBatchThreshold int = 4
+
+param hunterUiOrigin string = ''
+
+param d365Enabled bool = false
+param d365BaseUrl string
+
+@allowed([
+  'managed_identity'
+  'client_secret'
+])
+param d365AuthMode string = 'managed_identity'
+
+param d365TenantId string
+param d365ClientId string = ''
+param d365ClientSecretName string = 'd365-client-secret'
+param d365ApiVersion string = 'v9.2'
+param d365AuthorityHost string = 'https://login.microsoftonline.com'
+param d365DomainKey bool = false
+param d365CustomFields bool = true
+param retryBaseSeconds int = 60
+param retryCapSeconds int = 3600
+param retryJitterSeconds int = 10
+param maxAttempts int = 6
+param claimLeaseSeconds int = 120
+param claimRetrySeconds int = 5
+param httpTimeoutSeconds int = 30
+param queueName string
+param resultsQueueName string
+param stateTableName string
+
+resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true // Linux
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    keyVaultReferenceIdentity: identityId // should anyone use a @Microsoft.KeyVault(...) reference
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      remoteDebuggingEnabled: false
+      cors: {
+        allowedOrigins: empty(hunterUiOrigin) ? [] : [hunterUiOrigin]
+        supportCredentials: false
+      }
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageAccount.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      // Dataverse budget (main.bicep): maximumInstanceCount x (queueBatchSize + queueNewBatchThreshold)
+      // = 3 x (8 + 4) = 36 concurrent requests by default, 48 at the parameter bounds; the limit is 52.
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Basic (user name + password) publishing is off for FTP and for the deployment endpoint: azd and
+// the Azure CLI deploy with Entra ID tokens.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+// Identity-based AzureWebJobsStorage: no connection string, no key. The code reads the queue and
+// table URIs and the client id too (shared/storage.py), for the push, poison and results queues
+// and the state table.
+var storageIdentitySettings = {
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+}
+var blobSettings = enableBlob ? { AzureWebJobsStorage__blobServiceUri: storageAccount.properties.primaryEndpoints.blob } : {}
+var queueSettings = enableQueue ? { AzureWebJobsStorage__queueServiceUri: storageAccount.properties.primaryEndpoints.queue } : {}
+var tableSettings = enableTable ? { AzureWebJobsStorage__tableServiceUri: storageAccount.properties.primaryEndpoints.table } : {}
+
+var appSettings = {
+  // Telemetry: Entra ID ingestion with the user-assigned identity (the resource refuses keys).
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // Queue trigger concurrency in Azure, whatever host.json says locally (the Dataverse budget).
+  AzureFunctionsJobHost__extensions__queues__batchSize: '${queueBatchSize}'
+  AzureFunctionsJobHost__extensions__queues__newBatchThreshold: '${queueNewBatchThreshold}'
+  HUNTER_D365_ENABLED: d365Enabled ? 'true' : 'false'
+  HUNTER_D365_BASE_URL: d365BaseUrl
+  HUNTER_D365_AUTH_MODE: d365AuthMode
+  HUNTER_D365_TENANT_ID: d365TenantId
+  HUNTER_D365_CLIENT_ID: d365ClientId
+  // The client secret is read in code from Key Vault with the managed identity (never a value here).
+  HUNTER_KEYVAULT_URL: keyVaultUri
+  HUNTER_D365_CLIENT_SECRET_NAME: d365ClientSecretName
+  HUNTER_MANAGED_IDENTITY_CLIENT_ID: identityClientId
+  HUNTER_D365_API_VERSION: d365ApiVersion
+  HUNTER_D365_AUTHORITY_HOST: d365AuthorityHost
+  HUNTER_D365_DOMAIN_KEY: d365DomainKey ? 'true' : 'false'
+  HUNTER_D365_CUSTOM_FIELDS: d365CustomFields ? 'true' : 'false'
+  HUNTER_D365_RETRY_BASE_SECONDS: '${retryBaseSeconds}'
+  HUNTER_D365_RETRY_CAP_SECONDS: '${retryCapSeconds}'
+  HUNTER_D365_RETRY_JITTER_SECONDS: '${retryJitterSeconds}'
+  HUNTER_D365_MAX_ATTEMPTS: '${maxAttempts}'
+  HUNTER_D365_CLAIM_LEASE_SECONDS: '${claimLeaseSeconds}'
+  HUNTER_D365_CLAIM_RETRY_SECONDS: '${claimRetrySeconds}'
+  HUNTER_D365_HTTP_TIMEOUT_SECONDS: '${httpTimeoutSeconds}'
+  HUNTER_D365_QUEUE: queueName
+  HUNTER_D365_RESULTS_QUEUE: resultsQueueName
+  HUNTER_D365_STATE_TABLE: stateTableName
+}
+
+resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: union(storageIdentitySettings, blobSettings, queueSettings, tableSettings, appSettings)
+}
+
+output name string = site.name
+output id string = site.id
+output url string = 'https://${site.properties.defaultHostName}'

@@ -1,0 +1,365 @@
+// Hunter -> Dynamics 365 lead push: everything the function app needs in Azure, in one resource group.
+//
+//   azd up                      (reads main.parameters.json, fills it from the azd environment)
+//   az deployment sub create --location <region> --template-file infra/main.bicep --parameters ...
+//
+// docs/deploy.md documents every parameter and what to check in the portal afterwards.
+// No secret ever appears here: the app reaches storage, Key Vault and Application Insights with its
+// managed identity, and the Dataverse client secret (client_secret mode only) is put into Key Vault
+// by an operator (docs/runbook.md) and read by the app at run time.
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name (dev, test, prod...): names the resource group and seeds every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for every resource; it must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the person (or pipeline) deploying. Gets Key Vault Secrets Officer (to store the Dataverse secret) and Storage Queue Data Contributor (to inspect the poison queue). Empty: no such grants.')
+param principalId string = ''
+
+@description('Kind of principal principalId names.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+// ---------------------------------------------------------------------------------------------
+// Dataverse (the HUNTER_D365_* settings; see shared/config.py)
+// ---------------------------------------------------------------------------------------------
+
+@minLength(1)
+@description('HUNTER_D365_BASE_URL: the Dynamics 365 org, https://<org>.crm<N>.dynamics.com, no path.')
+param d365BaseUrl string
+
+@description('HUNTER_D365_AUTH_MODE: managed_identity (the app identity is the Dataverse application user, no secret) or client_secret (an app registration whose secret lives in Key Vault).')
+@allowed([
+  'managed_identity'
+  'client_secret'
+])
+param d365AuthMode string = 'managed_identity'
+
+@description('HUNTER_D365_TENANT_ID: tenant of the app registration (client_secret mode). Empty: the tenant of this subscription.')
+param d365TenantId string = ''
+
+@description('HUNTER_D365_CLIENT_ID: application (client) id of the app registration (client_secret mode). Unused in managed_identity mode.')
+param d365ClientId string = ''
+
+@minLength(1)
+@description('HUNTER_D365_CLIENT_SECRET_NAME: name of the Key Vault secret that holds the client secret (client_secret mode).')
+param d365ClientSecretName string = 'd365-client-secret'
+
+@description('HUNTER_D365_ENABLED: the feature flag. Keep false until the go/no-go in docs/runbook.md passes; intake then answers 503 and queued messages wait.')
+param d365Enabled bool = false
+
+@description('HUNTER_D365_API_VERSION: Dataverse Web API version.')
+param d365ApiVersion string = 'v9.2'
+
+@description('HUNTER_D365_AUTHORITY_HOST: Entra ID authority (change only for sovereign clouds).')
+param d365AuthorityHost string = 'https://login.microsoftonline.com'
+
+@description('HUNTER_D365_DOMAIN_KEY: the org has an Active alternate key on hnt_domain (one request per new lead, duplicates impossible).')
+param d365DomainKey bool = false
+
+@description('HUNTER_D365_CUSTOM_FIELDS: the org has the hnt_* columns on Lead and the app should send them.')
+param d365CustomFields bool = true
+
+@minValue(1)
+@description('HUNTER_D365_RETRY_BASE_SECONDS: backoff base; attempt n waits base * 2^n seconds.')
+param retryBaseSeconds int = 60
+
+@minValue(1)
+@description('HUNTER_D365_RETRY_CAP_SECONDS: longest backoff delay.')
+param retryCapSeconds int = 3600
+
+@minValue(0)
+@description('HUNTER_D365_RETRY_JITTER_SECONDS: random 0..jitter seconds added to each delay.')
+param retryJitterSeconds int = 10
+
+@minValue(1)
+@maxValue(20)
+@description('HUNTER_D365_MAX_ATTEMPTS: attempts before a push is marked error and sent to the poison queue.')
+param maxAttempts int = 6
+
+@minValue(1)
+@description('HUNTER_D365_CLAIM_LEASE_SECONDS: how long a worker claim on a domain lives.')
+param claimLeaseSeconds int = 120
+
+@minValue(1)
+@description('HUNTER_D365_CLAIM_RETRY_SECONDS: how soon a message for a claimed domain comes back.')
+param claimRetrySeconds int = 5
+
+@minValue(1)
+@description('HUNTER_D365_HTTP_TIMEOUT_SECONDS: timeout of one Dataverse or Entra ID request.')
+param httpTimeoutSeconds int = 30
+
+// ---------------------------------------------------------------------------------------------
+// Scale: the Dataverse concurrency budget (52 concurrent requests per application user)
+// ---------------------------------------------------------------------------------------------
+// Only the queue worker calls the Dataverse Web API (the HTTP routes read and write Storage; the
+// readiness probe asks Entra ID for a token, which is not a Dataverse request). On Flex Consumption
+// the worker is its own per-function scale group, and maximumInstanceCount caps the on-demand
+// instances of each group. One instance runs at most batchSize + newBatchThreshold messages at once,
+// and each message makes its Dataverse calls one after another, so:
+//
+//   concurrent Dataverse requests <= maximumInstanceCount x (queueBatchSize + queueNewBatchThreshold)
+//   defaults:                         3 x (8 + 4) = 36   (16 to spare under 52 for the smoke test,
+//                                                          an instance still draining, other tools)
+//   worst case the bounds allow:      4 x (8 + 4) = 48   (still under 52)
+//
+// No always-ready instances are configured: they would not count toward maximumInstanceCount.
+// tests/infra checks this arithmetic against the parameter bounds below; docs/deploy.md explains it.
+
+@minValue(1)
+@maxValue(4)
+@description('On-demand instances per scale group (Flex Consumption accepts 1-1000). Bounded so that the worker cannot exceed the Dataverse concurrency budget.')
+param maximumInstanceCount int = 3
+
+@minValue(1)
+@maxValue(8)
+@description('Queue messages one instance fetches at once (host.json extensions.queues.batchSize, set here as an app setting so Azure never depends on the local file).')
+param queueBatchSize int = 8
+
+@minValue(0)
+@maxValue(4)
+@description('In-flight count below which an instance fetches the next batch (host.json extensions.queues.newBatchThreshold).')
+param queueNewBatchThreshold int = 4
+
+@description('Memory of one instance in MB (Flex Consumption sizes).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+// ---------------------------------------------------------------------------------------------
+// Callers, operators, retention
+// ---------------------------------------------------------------------------------------------
+
+@description('Origin of the Hunter UI (https://hunter.example.com) allowed by CORS when the browser calls the API directly. Empty: no cross-origin caller.')
+param hunterUiOrigin string = ''
+
+@description('E-mail address that receives the alerts. Empty: the alert rules fire in the portal only.')
+param alertEmail string = ''
+
+@minValue(1)
+@description('Failed pushes (d365_push_failed) within 15 minutes that raise the failed-pushes alert.')
+param failedPushAlertThreshold int = 1
+
+@minValue(1)
+@description('Messages sent to the poison queue and not replayed, over the last 24 hours, that raise the poison-backlog alert.')
+param poisonBacklogAlertThreshold int = 10
+
+@minValue(30)
+@maxValue(730)
+@description('Days Log Analytics keeps the logs.')
+param logRetentionDays int = 30
+
+@description('Key Vault purge protection. Keep true in production; false lets a dev environment be deleted and recreated under the same name at once.')
+param keyVaultPurgeProtection bool = true
+
+// ---------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+// The app contract (DESIGN 4): Hunter backend writes to the queue and reads the results queue by
+// these names, and the app settings below tell the code the same names.
+var queueName = 'd365-lead-push'
+var poisonQueueName = '${queueName}-poison'
+var resultsQueueName = 'd365-lead-push-results'
+var stateTableName = 'd365leadsync'
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+// One object says which storage services the app reaches with its identity. The function app
+// module sets an AzureWebJobsStorage__<service>ServiceUri per enabled service and the RBAC module
+// grants the matching data role, so the two never drift apart.
+var storageEndpointConfig = {
+  enableBlob: true // the host's own blobs (locks, keys) and the Flex deployment package
+  enableQueue: true // the trigger, the poison queue (written by the host and the app), the results queue
+  enableTable: true // the d365leadsync sync-state table
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    queueNames: [
+      queueName
+      poisonQueueName
+      resultsQueueName
+    ]
+    tableNames: [
+      stateTableName
+    ]
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    purgeProtection: keyVaultPurgeProtection
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionDays
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    appPrincipalId: identity.outputs.principalId
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
+    enableBlob: storageEndpointConfig.enableBlob
+    enableQueue: storageEndpointConfig.enableQueue
+    enableTable: storageEndpointConfig.enableTable
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    name: '${abbrs.webSitesFunctions}api-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    enableBlob: storageEndpointConfig.enableBlob
+    enableQueue: storageEndpointConfig.enableQueue
+    enableTable: storageEndpointConfig.enableTable
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultUri: keyVault.outputs.uri
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    queueBatchSize: queueBatchSize
+    queueNewBatchThreshold: queueNewBatchThreshold
+    hunterUiOrigin: hunterUiOrigin
+    d365Enabled: d365Enabled
+    d365BaseUrl: d365BaseUrl
+    d365AuthMode: d365AuthMode
+    d365TenantId: empty(d365TenantId) ? tenant().tenantId : d365TenantId
+    d365ClientId: d365ClientId
+    d365ClientSecretName: d365ClientSecretName
+    d365ApiVersion: d365ApiVersion
+    d365AuthorityHost: d365AuthorityHost
+    d365DomainKey: d365DomainKey
+    d365CustomFields: d365CustomFields
+    retryBaseSeconds: retryBaseSeconds
+    retryCapSeconds: retryCapSeconds
+    retryJitterSeconds: retryJitterSeconds
+    maxAttempts: maxAttempts
+    claimLeaseSeconds: claimLeaseSeconds
+    claimRetrySeconds: claimRetrySeconds
+    httpTimeoutSeconds: httpTimeoutSeconds
+    queueName: queueName
+    resultsQueueName: resultsQueueName
+    stateTableName: stateTableName
+  }
+  // The identity holds its roles before the host first starts, so the first start can reach storage.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module alerts 'app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertNamePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}'
+    alertEmail: alertEmail
+    poisonQueueName: poisonQueueName
+    failedPushThreshold: failedPushAlertThreshold
+    poisonBacklogThreshold: poisonBacklogAlertThreshold
+  }
+}
+
+module workbook 'app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    displayName: 'Hunter lead push (${environmentName})'
+  }
+}
+
+// azd writes these into .azure/<env>/.env; docs/deploy.md uses them.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output SERVICE_API_NAME string = api.outputs.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output AZURE_FUNCTION_URL string = api.outputs.url
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
