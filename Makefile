@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 
-.PHONY: setup run test lint typecheck unit integration e2e infra-check simulator demo smoke bench clean
+.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean
 
 setup: $(STAMP_PY) $(STAMP_NODE)  ## install Python packages (.venv) and Azurite (node_modules)
 
@@ -49,6 +49,12 @@ test: setup lint typecheck  ## lint, type-check, then every test
 
 unit: setup
 	@$(PY) -m pytest -q tests/unit
+
+reliability: setup  ## the long reliability runs (bigger batches, same tests); several minutes
+	@$(PY) -m pytest -q -m slow tests/e2e/test_reliability.py
+
+bench: setup  ## benchmarks: prints a table, writes benchmarks/results/latest.json; a few minutes
+	@$(PY) -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache

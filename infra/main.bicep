@@ -347,6 +347,7 @@ module workbook 'app/workbook.bicep' = {
     tags: tags
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     displayName: 'Hunter lead push (${environmentName})'
+    poisonQueueName: poisonQueueName
   }
 }
 

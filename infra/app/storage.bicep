@@ -24,6 +24,9 @@ param deploymentContainerName string
 param skuName string = 'Standard_LRS'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35:no VNet - Flex Consumption without VNet integration reaches storage over its public endpoint; shared keys are off, Entra ID only
+  // checkov:skip=CKV_AZURE_59:same as CKV_AZURE_35 - public endpoint, no account keys, no anonymous blob access
+  // checkov:skip=CKV_AZURE_206:locally redundant by choice (skuName allows ZRS/GRS) - queue messages and sync state can be rebuilt by pushing again; leads live in Dataverse
   name: name
   location: location
   tags: tags

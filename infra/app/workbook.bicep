@@ -6,11 +6,16 @@ param tags object = {}
 param applicationInsightsName string
 param displayName string
 
+@description('Name of the poison queue, as the host names it in its log line.')
+param poisonQueueName string
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
 
-var workbookContent = replace(loadTextContent('../workbook.json'), '__APPLICATION_INSIGHTS_ID__', applicationInsights.id)
+// workbook.json holds two placeholders: the resource its queries run against, and the poison queue.
+var workbookTemplate = loadTextContent('../workbook.json')
+var workbookContent = replace(replace(workbookTemplate, '__APPLICATION_INSIGHTS_ID__', applicationInsights.id), '__POISON_QUEUE__', poisonQueueName)
 
 resource workbook 'Microsoft.Insights/workbooks@2022-04-01' = {
   name: guid(resourceGroup().id, applicationInsightsName, 'hunter-lead-push-workbook')

@@ -1,0 +1,259 @@
+"""Reliability under faults: 429 storms and 5xx flapping during a batch, a host killed mid-batch,
+duplicate delivery to several hosts, and fuzzed HTTP and queue input. The default sizes run in the
+test command; `make reliability` runs the same tests at the larger `slow` sizes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = [pytest.param(40, id="40"), pytest.param(400, id="400", marks=pytest.mark.slow)]
+FAST_RETRIES = {
+    "HUNTER_D365_RETRY_BASE_SECONDS": "0.2",
+    "HUNTER_D365_RETRY_CAP_SECONDS": "2",
+    "HUNTER_D365_RETRY_JITTER_SECONDS": "0.3",
+    "HUNTER_D365_MAX_ATTEMPTS": "25",
+}
+
+
+def push_batch(stack: Stack, domains: list[str]) -> None:
+    for start in range(0, len(domains), 1000):
+        chunk = [{"domain": d} for d in domains[start : start + 1000]]
+        body = requests.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": chunk}, timeout=120).json()
+        assert body["accepted"] == len(chunk), body
+
+
+def assert_exactly_once(stack: Stack, domains: list[str], timeout: float) -> None:
+    """Every domain ends `synced` with exactly one lead in Dataverse, and nothing else exists."""
+    expected = set(domains)
+
+    def all_there() -> bool:
+        return {lead["hnt_domain"] for lead in stack.sim_leads()} >= expected
+
+    stack.wait_for(all_there, timeout=timeout, interval=0.5, what=f"{len(domains)} leads")
+    stack.wait_for(lambda: stack.queue_length(stack.queue_name) == 0, timeout=timeout, what="an empty queue")
+    present = [lead["hnt_domain"] for lead in stack.sim_leads()]
+    assert sorted(present) == sorted(expected), "lost or duplicated leads"
+    for domain in random.Random(1).sample(domains, min(20, len(domains))):
+        assert stack.status(domain)["status"] == "synced"
+    assert stack.queue_length(f"{stack.queue_name}-poison") == 0
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("domain_key", ["false", "true"])
+def test_429_storm_and_5xx_flapping_during_a_batch(
+    start_stack: Callable[..., Stack], size: int, domain_key: str
+) -> None:
+    stack = start_stack(HUNTER_D365_DOMAIN_KEY=domain_key, **FAST_RETRIES)
+    write = "lead_upsert" if domain_key == "true" else "lead_create"
+    n = max(3, size // 8)
+    for fault in (
+        {"route": "*", "status": 429, "retry_after": 1, "times": n},
+        {"route": write, "status": 500, "times": n},
+        {"route": "lead_get", "status": 503, "times": n},
+        {"route": "lead_query", "status": 503, "times": n},
+        {"route": write, "drop_after_commit": True, "times": n},
+    ):
+        stack.admin("POST", "faults", fault)
+    domains = [f"storm-{i}.example" for i in range(size)]
+    push_batch(stack, domains)
+    assert_exactly_once(stack, domains, timeout=60 + size / 4)
+    routes = stack.admin("GET", "counters")["routes"]
+    assert sum(by.get("429", 0) for by in routes.values()) >= n  # the storm did happen
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_host_killed_mid_batch_loses_nothing_and_duplicates_nothing(
+    start_stack: Callable[..., Stack], size: int
+) -> None:
+    settings = {
+        "LOCAL_HOST_MESSAGE_LEASE_SECONDS": "3",  # a killed host's messages come back after 3 s
+        "HUNTER_D365_CLAIM_LEASE_SECONDS": "3",  # and its claims expire as fast
+        **FAST_RETRIES,
+    }
+    stack = start_stack(**settings)
+    stack.admin("POST", "config", {"latency_ms": 120})  # slow Dataverse: the kill lands mid-push
+    domains = [f"killed-{i}.example" for i in range(size)]
+    push_batch(stack, domains)
+    stack.wait_for(lambda: len(stack.sim_leads()) >= size // 4, what="a quarter synced")
+    stack.kill()
+    assert len(stack.sim_leads()) < size, "the batch finished before the kill; nothing was tested"
+    restarted = start_stack(**settings)
+    assert_exactly_once(restarted, domains, timeout=60 + size / 2)
+
+
+def test_duplicate_delivery_to_several_hosts_is_one_lead(start_stack: Callable[..., Stack]) -> None:
+    first = start_stack()
+    second = start_stack()
+    first.admin("POST", "config", {"latency_ms": 80})
+    message = json.dumps({"schema_version": 1, "domain": "delivered-twice.example", "correlation_id": "dup-1"})
+    queue = first.queue(first.queue_name)
+    for _ in range(20):
+        queue.send_message(message)
+    first.wait_for(lambda: first.queue_length(first.queue_name) == 0, timeout=60, what="an empty queue")
+    [lead] = first.sim_leads()
+    assert lead["hnt_domain"] == "delivered-twice.example"
+    results = [json.loads(m.content) for m in first.queue(first.env["HUNTER_D365_RESULTS_QUEUE"]).peek_messages(32)]
+    assert {r["d365_lead_id"] for r in results} == {lead["leadid"]}
+    assert len(first.events("d365_lead_created")) + len(second.events("d365_lead_created")) == 1
+
+
+# -- fuzzing -------------------------------------------------------------------------------------
+
+
+def lead_schema() -> dict[str, dict[str, Any]]:
+    """The Lead schema's properties from docs/openapi.yaml (type and maxLength per field)."""
+    text = (ROOT / "docs" / "openapi.yaml").read_text()
+    block = text.split("    Lead:\n", 1)[1].split("    Accepted:\n", 1)[0]
+    fields: dict[str, dict[str, Any]] = {}
+    for name, spec in re.findall(r"^        (\w+): \{(.*)\}$", block, re.MULTILINE):
+        kind = re.search(r"type: (\w+)", spec)
+        limit = re.search(r"maxLength: (\d+)", spec)
+        fields[name] = {
+            "type": kind.group(1) if kind else "string",
+            "maxLength": int(limit.group(1)) if limit else None,
+        }
+    return fields
+
+
+HOSTILE_STRINGS = [
+    "",
+    " ",
+    "x' or hnt_domain ne 'y",
+    "'; DROP TABLE leads; --",
+    "a" * 70_000,
+    "\u0000",
+    "\ud7ff\ue000",
+    "😀" * 60,
+    "bücher.de",
+    "ПРИМЕР.рф",
+    "xn--",
+    "-bad-.com",
+    "a..b.com",
+    "%27%20or%201%20eq%201",
+    "../../etc",
+    "<script>alert(1)</script>",
+    "\\\\server\\share",
+    "*",
+    "null",
+    "1e309",
+]
+HOSTILE_VALUES: list[Any] = [None, True, 0, -1, 2**63, 1.5, float("1e308"), [], {}, ["a"], {"a": {"b": [1]}}]
+
+
+def valid_value(rng: random.Random, name: str, spec: dict[str, Any]) -> Any:
+    if name == "domain":
+        return rng.choice(
+            [
+                f"fuzz-{rng.randrange(10**6)}.example",
+                f"bücher-{rng.randrange(999)}.de",
+                f"https://www.fuzz{rng.randrange(999)}.example/path?q=1",
+            ]
+        )
+    if name == "email":
+        return f"x{rng.randrange(999)}@fuzz.example"
+    if name == "d365_lead_id":
+        return "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+    kind = spec["type"]
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "integer":
+        return rng.randrange(-1000, 1000)
+    if kind == "number":
+        return rng.uniform(0, 100)
+    return "v" * rng.randrange(0, (spec["maxLength"] or 50) + 1)
+
+
+def hostile_value(rng: random.Random, spec: dict[str, Any]) -> Any:
+    choice = rng.random()
+    if choice < 0.45:
+        return rng.choice(HOSTILE_STRINGS)
+    if choice < 0.8 or not spec["maxLength"]:
+        return rng.choice(HOSTILE_VALUES)
+    return "x" * (spec["maxLength"] + 1)
+
+
+def fuzz_body(rng: random.Random, schema: dict[str, dict[str, Any]]) -> Any:
+    """A valid lead with 0-3 fields replaced by hostile values (or, rarely, not an object)."""
+    if rng.random() < 0.05:
+        return rng.choice([[], "lead", 42, None, [{"domain": "a.com"}]])
+    body = {
+        name: valid_value(rng, name, spec) for name, spec in schema.items() if name == "domain" or rng.random() < 0.5
+    }
+    for name in rng.sample(sorted(schema), rng.choice([0, 0, 1, 1, 2, 3])):
+        body[name] = hostile_value(rng, schema[name])
+    if rng.random() < 0.05:
+        body[rng.choice(["surprise", "__proto__", "domain\u0000"])] = 1
+    return body
+
+
+def test_http_api_fuzzed_from_its_openapi_document(start_stack: Callable[..., Stack]) -> None:
+    # The worker is off: the queue then holds exactly what intake accepted.
+    stack = start_stack(**{"AzureWebJobs.push_worker.Disabled": "true"})
+    schema = lead_schema()
+    assert "domain" in schema and schema["email"]["maxLength"] == 100
+    rng = random.Random(20261126)
+    accepted = 0
+    for _ in range(250):
+        body = fuzz_body(rng, schema)
+        raw = json.dumps(body, allow_nan=True).encode() if rng.random() < 0.9 else rng.randbytes(rng.randrange(1, 200))
+        response = requests.post(
+            f"{stack.url}/api/v1/d365/push-lead", data=raw, timeout=30, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code in (200, 202, 400, 413), (response.status_code, response.text[:300])
+        payload = response.json()
+        if response.status_code >= 400:
+            assert payload["error"] and payload["message"], payload
+        else:
+            accepted += 1
+            assert payload["domain"].isascii() and "'" not in payload["domain"]
+    assert 0 < accepted < 250
+    stack.wait_for(lambda: stack.queue_length(stack.queue_name) == accepted, what="exactly the accepted messages")
+    assert requests.get(f"{stack.url}/api/healthz/live", timeout=10).ok
+    assert not stack.sim_leads()
+
+
+def test_hostile_queue_messages_each_end_in_poison_once(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    rng = random.Random(7)
+    raw = stack.queue(stack.queue_name, encode=False)
+    bodies: list[bytes] = [rng.randbytes(rng.randrange(1, 300)) for _ in range(10)] + [
+        "é".encode("latin-1") * 10,
+        json.dumps({"schema_version": 1, "domain": "x' or hnt_domain ne 'y"}).encode(),
+        json.dumps({"schema_version": 1, "domain": "ok.example", "attempt": "zero"}).encode(),
+        json.dumps({"schema_version": 1}).encode(),
+        json.dumps({"schema_version": "1", "domain": "ok.example"}).encode(),
+        b"[" * 40_000,
+        b'{"a":' * 3000 + b"1" + b"}" * 3000,
+        b'{"schema_version": 1, "domain": "ok.example", "company_name": "' + b"n" * 40_000 + b'"}',
+        b"null",
+        b'"string"',
+        b"1e999",
+    ]
+    for body in bodies:
+        raw.send_message(base64.b64encode(body).decode())
+    raw.send_message("not base64 at all")
+    poison = f"{stack.queue_name}-poison"
+    total = len(bodies) + 1
+    stack.wait_for(
+        lambda: stack.queue_length(poison) == total and stack.queue_length(stack.queue_name) == 0,
+        timeout=30,
+        what=f"{total} poison messages",
+    )
+    time.sleep(1.5)  # nothing comes back for another round
+    assert stack.queue_length(poison) == total and stack.queue_length(stack.queue_name) == 0
+    assert not stack.sim_leads()
+    assert not stack.events("host_function_failed")
+    assert requests.get(f"{stack.url}/api/healthz/live", timeout=10).ok
