@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
 
-.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean
+.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check
 
 setup: $(STAMP_PY) $(STAMP_NODE)  ## install Python packages (.venv) and Azurite (node_modules)
 
@@ -43,7 +43,10 @@ typecheck: setup
 	@echo "==> mypy"
 	@$(VENV)/bin/mypy .
 
-test: setup lint typecheck  ## lint, type-check, then every test
+infra-check:  ## offline infra checks: Bicep structure tests (pycep-parser) + checkov; tools in .venv-infra
+	@PYTHON=$(PYTHON) infra/check.sh
+
+test: setup lint typecheck infra-check  ## lint, type-check, the offline infra checks, then every test
 	@echo "==> pytest"
 	@$(PY) -m pytest -q
 

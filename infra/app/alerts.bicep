@@ -8,7 +8,8 @@
 //
 // Each event may reach `traces` twice: once through OpenTelemetry (fields in customDimensions) and
 // once through the host's own forwarding of worker logs (message only). The queries count only the
-// copy that carries the app's fields (error_code is on every d365_push_failed and d365_push_rejected).
+// copy that carries a field the app always sets on that event (reason on d365_push_failed,
+// error_code on d365_push_rejected, replayed on d365_poison_replayed).
 param location string
 param tags object = {}
 param applicationInsightsName string
@@ -54,7 +55,7 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (hasEmail
 // reason (authentication / error); the message is in the poison queue, replayable after the fix.
 var failedPushesQuery = '''
 traces
-| where message == "d365_push_failed" and isnotempty(customDimensions.error_code)
+| where message == "d365_push_failed" and isnotempty(customDimensions.reason)
 | extend reason = tostring(customDimensions.reason), error_code = tostring(customDimensions.error_code)
 | project timestamp, reason, error_code, status_code = tostring(customDimensions.status_code), domain = tostring(customDimensions.domain)
 '''
@@ -64,8 +65,9 @@ traces
 // and is left out; the worker's (a bad queue message, sent to poison) is logged at Error.
 var poisonBacklogQueryTemplate = '''
 traces
-| where (message in ("d365_push_failed", "d365_push_rejected") and severityLevel >= 3 and isnotempty(customDimensions.error_code))
-    or (message startswith "Message has reached MaxDequeueCount" and message has "'__POISON_QUEUE__'")
+| where (message == "d365_push_failed" and isnotempty(customDimensions.reason))
+    or (message == "d365_push_rejected" and severityLevel >= 3 and isnotempty(customDimensions.error_code))
+    or (message startswith "Message has reached MaxDequeueCount" and message contains "'__POISON_QUEUE__'")
     or (message == "d365_poison_replayed" and isnotempty(customDimensions.replayed))
 | extend delta = iff(message == "d365_poison_replayed", -toint(customDimensions.replayed), 1)
 | project timestamp, delta

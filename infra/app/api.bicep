@@ -146,6 +146,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17:callers authenticate with function keys; client certificates would have to be issued to every caller and break the anonymous health probes
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero on demand; an always-ready instance would run outside maximumInstanceCount and so outside the Dataverse budget; queued work waits
   // checkov:skip=CKV_AZURE_213:App Service health check is for dedicated instances; Flex Consumption replaces instances itself; /api/healthz/ready is checked after each deploy (docs/deploy.md)
+  // checkov:skip=CKV_AZURE_78:Flex Consumption has no FTP and lists siteConfig.ftpsState as deprecated; FTP and SCM basic-auth publishing are switched off below (basicPublishingCredentialsPolicies)
   name: name
   location: location
   tags: union(tags, { 'azd-service-name': 'api' })
@@ -164,7 +165,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
       cors: {
