@@ -96,7 +96,13 @@ def _input_error(exc: InputError) -> func.HttpResponse:
 def _rejected(exc: InputError, correlation_id: str) -> None:
     logger.info(
         "d365_push_rejected",
-        extra={"error_code": exc.code, "field": exc.field, "error": exc.reason, "correlation_id": correlation_id},
+        extra={
+            "source": "http",
+            "error_code": exc.code,
+            "field": exc.field,
+            "error": exc.reason,
+            "correlation_id": correlation_id,
+        },
     )
 
 

@@ -320,7 +320,10 @@ def _give_up(lead: LeadPush, claim: Claim, reason: str, services: Services, exc:
 def _reject(body: bytes, exc: InputError, services: Services) -> Result:
     """A message that can never be processed: to the poison queue once, as it came."""
     services.queues.poison.send_message(body.decode("utf-8", "replace"))
-    logger.error("d365_push_rejected", extra={"error_code": exc.code, "field": exc.field, "error": str(exc)})
+    logger.error(
+        "d365_push_rejected",
+        extra={"source": "queue", "error_code": exc.code, "field": exc.field, "error": str(exc)},
+    )
     return Result("rejected", error=str(exc))
 
 

@@ -61,12 +61,12 @@ traces
 '''
 
 // +1 for every message that went to the poison queue, minus what the replay endpoint moved back.
-// The intake's own d365_push_rejected (a bad HTTP request, nothing enqueued) is logged at Information
-// and is left out; the worker's (a bad queue message, sent to poison) is logged at Error.
+// The intake's own d365_push_rejected (a bad HTTP request, nothing enqueued; source "http") is left
+// out; the worker's (a bad queue message, sent to poison) carries source "queue".
 var poisonBacklogQueryTemplate = '''
 traces
 | where (message == "d365_push_failed" and isnotempty(customDimensions.reason))
-    or (message == "d365_push_rejected" and severityLevel >= 3 and isnotempty(customDimensions.error_code))
+    or (message == "d365_push_rejected" and tostring(customDimensions.source) == "queue")
     or (message startswith "Message has reached MaxDequeueCount" and message contains "'__POISON_QUEUE__'")
     or (message == "d365_poison_replayed" and isnotempty(customDimensions.replayed))
 | extend delta = iff(message == "d365_poison_replayed", -toint(customDimensions.replayed), 1)

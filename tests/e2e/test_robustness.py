@@ -58,6 +58,7 @@ def test_bad_queue_messages_go_to_poison_once(start_stack: Callable[..., Stack])
         what="six poison messages and an empty queue",
     )
     rejected = stack.events("d365_push_rejected")
+    assert {e["source"] for e in rejected} == {"queue"}
     assert sorted(e["error_code"] for e in rejected) == [
         "invalid_domain",
         "invalid_encoding",
