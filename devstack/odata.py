@@ -22,6 +22,9 @@ class UnknownColumn(ValueError):
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A GUID is written unquoted in an OData filter (`leadid eq 8f2e…`), as Dataverse expects for
+# uniqueidentifier columns (Microsoft Learn, "Filter rows" in the Web API query guide).
+_GUID_LITERAL = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}(?![0-9A-Za-z_-])")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -43,6 +46,9 @@ def tokenize(text: str) -> list[tuple[str, Any]]:
         elif char == "'":
             i, literal = _literal(text, i)
             tokens.append(("string", literal))
+        elif match := _GUID_LITERAL.match(text, i):
+            tokens.append(("string", match.group(0).lower()))
+            i = match.end()
         elif match := _NUMBER.match(text, i):
             tokens.append(("number", float(match.group(0))))
             i = match.end()

@@ -199,6 +199,8 @@ class Simulator:
             self.limits = Limits()
             self.alternate_key = True
             self.token_lifetime = 3599
+            self.issued_tokens: set[str] = set()
+            self.revoked_tokens: set[str] = set()
             self.latency_ms = 0.0
             self.counters: collections.Counter[tuple[str, int]] = collections.Counter()
             self._window: collections.deque[float] = collections.deque()
@@ -288,7 +290,12 @@ class Simulator:
             "appid": appid,
             "tid": self.tenant_id,
             "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, appid)),
+            # Entra ID access tokens carry `uti`, a unique token id; the simulator uses it to
+            # revoke tokens it has issued (see `revoke_tokens`).
+            "uti": secrets.token_urlsafe(16),
         }
+        with self._lock:
+            self.issued_tokens.add(str(claims["uti"]))
         payload = _b64(json.dumps(claims).encode())
         signature = hmac.new(self._signing_key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
         return f"{header}.{payload}.{_b64(signature)}", expires
@@ -306,7 +313,19 @@ class Simulator:
         claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         if claims.get("exp", 0) <= _now() or claims.get("aud") != audience.rstrip("/"):
             return None
+        with self._lock:
+            if claims.get("uti") in self.revoked_tokens:
+                return None
         return claims
+
+    def revoke_tokens(self) -> int:
+        """Make every token issued so far invalid before its expiry (as a revoked session, an
+        application user disabled and enabled again, or a rotated secret does in Dataverse):
+        resources then answer 401. Returns how many tokens were revoked."""
+        with self._lock:
+            fresh = self.issued_tokens - self.revoked_tokens
+            self.revoked_tokens |= fresh
+            return len(fresh)
 
     # -- faults and limits ---------------------------------------------------------------------
 
@@ -586,7 +605,13 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _challenge(self) -> str:
-        return f"Bearer authorization_uri={self.sim.base_url}/{self.sim.tenant_id}/oauth2/authorize"
+        # Dataverse's answer to a missing, expired or revoked token: 401, empty body, and this
+        # header (Microsoft Learn, "Use OAuth authentication with Microsoft Dataverse": discover
+        # the authority from the WWW-Authenticate header's authorization_uri and resource_id).
+        return (
+            f"Bearer authorization_uri={self.sim.base_url}/{self.sim.tenant_id}/oauth2/authorize, "
+            f"resource_id={self.sim.base_url}/"
+        )
 
     # -- Dataverse -----------------------------------------------------------------------------
 
@@ -993,6 +1018,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "latency_ms": sim.latency_ms,
                 },
             )
+        if resource == "tokens" and parts[1:] == ["revoke"] and method == "POST":
+            return json_response(200, {"revoked": sim.revoke_tokens()})
         if resource == "rotate-secret" and method == "POST":
             return self._rotate(data)
         if resource == "secrets" and method == "PUT" and len(parts) == 2:

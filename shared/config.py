@@ -91,6 +91,7 @@ class Settings:
     max_attempts: int
     claim_lease_seconds: float
     claim_retry_seconds: float
+    verify_ttl_seconds: float
     http_timeout_seconds: float
     queue_name: str
     poison_queue_name: str
@@ -138,6 +139,7 @@ class Settings:
             max_attempts=int(_number(env, "HUNTER_D365_MAX_ATTEMPTS", 6.0, minimum=1.0)),
             claim_lease_seconds=_number(env, "HUNTER_D365_CLAIM_LEASE_SECONDS", 120.0, 1.0),
             claim_retry_seconds=_number(env, "HUNTER_D365_CLAIM_RETRY_SECONDS", 5.0),
+            verify_ttl_seconds=_number(env, "HUNTER_D365_VERIFY_TTL_SECONDS", 3600.0),
             http_timeout_seconds=_number(env, "HUNTER_D365_HTTP_TIMEOUT_SECONDS", 30.0, 0.1),
             queue_name=queue,
             poison_queue_name=f"{queue}-poison",

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import azure.functions as func
@@ -19,7 +18,7 @@ from azure.core.exceptions import AzureError
 from shared.config import ConfigError, get_settings
 from shared.domains import InvalidDomain, normalize_domain
 from shared.models import InputError, LeadPush
-from shared.pipeline import Accepted, accept, replay_poison
+from shared.pipeline import accept, accept_batch, replay_poison
 from shared.services import get_services
 
 logger = logging.getLogger(__name__)
@@ -108,7 +107,8 @@ def _rejected(exc: InputError, correlation_id: str) -> None:
 
 @bp.route(route="v1/d365/push-lead", methods=["POST"])
 def push_lead(req: func.HttpRequest) -> func.HttpResponse:
-    """Accept one lead: 202 queued, 200 skipped (already synced), 400/413 bad input, 503 off."""
+    """Accept one lead: 202 queued (a synced domain too: the worker verifies it in Dynamics),
+    400/413 bad input, 503 off."""
     refused = _guard()
     if refused:
         return refused
@@ -123,8 +123,7 @@ def push_lead(req: func.HttpRequest) -> func.HttpResponse:
     except AzureError as exc:
         logger.error("d365_storage_error", extra={"error_code": type(exc).__name__, "correlation_id": correlation_id})
         return _error(503, "storage_unavailable", "the queue could not be reached; nothing was enqueued, try again")
-    status = 202 if result.status == "queued" else 200
-    return _json(status, result.to_dict(_status_url(req, lead.domain)), {"x-correlation-id": correlation_id})
+    return _json(202, result.to_dict(_status_url(req, lead.domain)), {"x-correlation-id": correlation_id})
 
 
 @bp.route(route="v1/d365/push-leads", methods=["POST"])
@@ -160,30 +159,13 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
             continue
         seen.add(lead.domain)
         valid.append((index, lead))
-    services = get_services()
     try:
-        known = services.state.get_many([lead.domain for _, lead in valid])
+        answers = accept_batch([lead for _, lead in valid], get_services(), ENQUEUE_CONCURRENCY)
     except AzureError as exc:
         logger.error("d365_storage_error", extra={"error_code": type(exc).__name__, "correlation_id": correlation_id})
         return _error(503, "storage_unavailable", "the state table could not be reached; nothing was enqueued")
-
-    def enqueue(entry: tuple[int, LeadPush]) -> tuple[int, dict[str, Any]]:
-        index, lead = entry
-        try:
-            result: Accepted = accept(lead, services, known.get(lead.domain), read=False)
-        except AzureError as exc:
-            return index, {
-                "index": index,
-                "domain": lead.domain,
-                "status": "rejected",
-                "error": "storage_unavailable",
-                "message": f"not enqueued ({type(exc).__name__}); try again",
-            }
-        return index, {"index": index, **result.to_dict(_status_url(req, lead.domain))}
-
-    with ThreadPoolExecutor(max_workers=ENQUEUE_CONCURRENCY) as pool:
-        for index, item in pool.map(enqueue, valid):
-            items[index] = item
+    for (index, lead), answer in zip(valid, answers, strict=True):
+        items[index] = {"index": index, **answer.to_dict(_status_url(req, lead.domain))}
     accepted = sum(1 for item in items if item["status"] != "rejected")
     summary = {"accepted": accepted, "rejected": len(items) - accepted, "items": items}
     return _json(202, summary, {"x-correlation-id": correlation_id})

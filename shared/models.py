@@ -260,6 +260,7 @@ class SyncState:
     d365_lead_id: str | None = None
     d365_url: str | None = None
     last_synced_at: str | None = None
+    last_verified_at: str | None = None
     last_outcome: str | None = None
     last_error: str | None = None
     attempts: int = 0
@@ -276,6 +277,7 @@ class SyncState:
         "d365_lead_id",
         "d365_url",
         "last_synced_at",
+        "last_verified_at",
         "last_outcome",
         "last_error",
         "attempts",

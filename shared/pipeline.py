@@ -1,10 +1,12 @@
 """The push use case: a lead in, one Dynamics lead out, exactly once. No `azure.functions` here.
 
-Intake (`accept`) validates nothing itself (the caller hands it a `LeadPush`), skips a domain that
-is already synced, enqueues, and records `queued`. The worker (`process`) follows DESIGN §5:
+Intake (`accept`, `accept_batch`) validates nothing itself (the caller hands it `LeadPush`es),
+enqueues, and records `queued`; only a batch may skip a synced domain, when its id was verified
+in Dynamics recently or is verified at intake. The worker (`process`) follows DESIGN §5:
 
 1. claim the domain (another worker holds it → re-enqueue shortly, no attempt used);
-2. verify a known id with one GET (200 → `already_exists`; 404 → `d365_lead_verification_failed`);
+2. verify a known id with one GET (200 and the lead is this domain's → `already_exists`;
+   404 or another domain's lead → `d365_lead_verification_failed`);
 3. find by domain (or, with the alternate key, skip straight to 4);
 4. create (or create-only upsert: 412 → adopt) → `created` / `recreated`;
 5. record `synced`, send the outcome to the results queue.
@@ -17,15 +19,22 @@ send it back. Bad messages go to the poison queue once and are never retried.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import logging
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+from azure.core.exceptions import AzureError
 
 from shared.config import ConfigError, Settings
 from shared.dataverse import D365APIError, D365AuthenticationError, D365Error, D365RateLimitError, DataverseClient
+from shared.domains import InvalidDomain, normalize_domain
 from shared.mapping import DOMAIN_COLUMN, WEBSITE_COLUMN, canonical_website, lead_payload
 from shared.models import (
     ALREADY_EXISTS,
@@ -42,6 +51,7 @@ from shared.models import (
     SyncState,
     decode_message,
     iso,
+    parse_iso,
     utcnow,
 )
 from shared.retry import RetryPolicy, Throttle, queue_delay
@@ -49,6 +59,7 @@ from shared.state import Claim, StateStore
 from shared.storage import Queues
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -73,12 +84,15 @@ class Services:
 class Accepted:
     """The intake's answer for one lead."""
 
-    status: str  # "queued" or "skipped"
+    status: str  # "queued", "skipped" (batches only), or "rejected" (batches only)
     domain: str
     message_id: str | None = None
     d365_lead_id: str | None = None
     d365_url: str | None = None
+    last_verified_at: str | None = None
     reason: str | None = None
+    error: str | None = None
+    message: str | None = None
 
     def to_dict(self, status_url: str) -> dict[str, Any]:
         """The JSON the HTTP API returns."""
@@ -88,38 +102,140 @@ class Accepted:
 
 
 def accept(lead: LeadPush, services: Services, current: SyncState | None = None, read: bool = True) -> Accepted:
-    """Enqueue one validated lead, unless its domain is already synced (and not `force`d).
-    A caller that has already read the domain's state (a batch) passes it with `read=False`.
+    """Enqueue one validated lead and record `queued`.
+
+    A domain that is already synced is enqueued too: the worker verifies its id in Dynamics
+    with one GET (seed C.2: 200 → `already_exists`; C.3: 404 → re-create), so nobody is told
+    "already exists" about a lead that was deleted. A caller that has already read the domain's
+    state passes it with `read=False`.
 
     Raises:
-        azure.core.exceptions.AzureError: the queue or the table could not be reached.
+        azure.core.exceptions.AzureError: the message could not be enqueued (nothing was).
     """
     if read:
         current = services.state.get(lead.domain)
-    if (
-        services.state.is_synced(current)
-        and not lead.force
-        and current is not None
-        and lead.d365_lead_id in (None, current.d365_lead_id)
-    ):
-        logger.info(
-            "d365_lead_already_exists",
-            extra={
-                "domain": lead.domain,
-                "d365_lead_id": current.d365_lead_id,
-                "correlation_id": lead.correlation_id,
-                "outcome": SKIPPED,
-            },
-        )
-        return Accepted(SKIPPED, lead.domain, None, current.d365_lead_id, current.d365_url, ALREADY_EXISTS)
     message = replace(lead, attempt=0, enqueued_at=iso(services.clock()))
     sent = services.queues.push.send_message(message.to_json())
-    services.state.mark_queued(lead.domain, lead.correlation_id, current, read=False)
+    try:
+        services.state.mark_queued(lead.domain, lead.correlation_id, current, read=False)
+    except AzureError as exc:
+        # The message is on the queue and the worker will write the state when it claims the
+        # domain: the push is accepted, only the `queued` badge is late.
+        logger.warning(
+            "d365_state_write_failed",
+            extra={"domain": lead.domain, "error_code": type(exc).__name__, "correlation_id": lead.correlation_id},
+        )
     logger.info(
         "d365_push_enqueued",
         extra={"domain": lead.domain, "message_id": sent.id, "correlation_id": lead.correlation_id},
     )
     return Accepted("queued", lead.domain, sent.id)
+
+
+def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 16) -> list[Accepted]:
+    """Enqueue many validated leads (distinct domains), answering per lead, in order.
+
+    A synced domain whose id was verified in Dynamics less than `HUNTER_D365_VERIFY_TTL_SECONDS`
+    ago is skipped (`already_exists`) unless the lead says `force`. The other synced domains are
+    verified here, many ids to one Dataverse query; those found are skipped, the rest (and all of
+    them if Dataverse cannot answer now) are enqueued, and the worker verifies each again.
+
+    Raises:
+        azure.core.exceptions.AzureError: the state table could not be read (nothing enqueued).
+    """
+    known = services.state.get_many([lead.domain for lead in leads])
+    answers: dict[int, Accepted] = {}
+    stale: list[tuple[int, LeadPush, SyncState]] = []
+    for index, lead in enumerate(leads):
+        state = known.get(lead.domain)
+        if state is None or not services.state.is_synced(state) or lead.d365_lead_id not in (None, state.d365_lead_id):
+            continue
+        if not lead.force and _verified_recently(state, services):
+            answers[index] = _skipped(lead, state, state.last_verified_at)
+        else:
+            stale.append((index, lead, state))
+    answers.update(_verify_at_intake(stale, services))
+
+    def enqueue(entry: tuple[int, LeadPush]) -> tuple[int, Accepted]:
+        index, lead = entry
+        try:
+            return index, accept(lead, services, known.get(lead.domain), read=False)
+        except AzureError as exc:
+            return index, Accepted(
+                "rejected",
+                lead.domain,
+                error="storage_unavailable",
+                message=f"not enqueued ({type(exc).__name__}); try again",
+            )
+
+    todo = [(index, lead) for index, lead in enumerate(leads) if index not in answers]
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        answers.update(pool.map(enqueue, todo))
+    return [answers[index] for index in range(len(leads))]
+
+
+def _verified_recently(state: SyncState, services: Services) -> bool:
+    verified = parse_iso(state.last_verified_at, "last_verified_at") if state.last_verified_at else None
+    ttl = services.settings.verify_ttl_seconds
+    return verified is not None and ttl > 0 and services.clock() - verified < timedelta(seconds=ttl)
+
+
+def _skipped(lead: LeadPush, state: SyncState, verified_at: str | None) -> Accepted:
+    logger.info(
+        "d365_lead_already_exists",
+        extra={
+            "domain": lead.domain,
+            "d365_lead_id": state.d365_lead_id,
+            "correlation_id": lead.correlation_id,
+            "outcome": SKIPPED,
+        },
+    )
+    return Accepted(SKIPPED, lead.domain, None, state.d365_lead_id, state.d365_url, verified_at, ALREADY_EXISTS)
+
+
+def _verify_at_intake(stale: list[tuple[int, LeadPush, SyncState]], services: Services) -> dict[int, Accepted]:
+    """Skips for the synced domains whose ids Dataverse still has (one query per 50 ids)."""
+    if not stale:
+        return {}
+    ids = [state.d365_lead_id for _, _, state in stale if state.d365_lead_id]
+    cid = stale[0][1].correlation_id
+    try:
+        found = services.dataverse.read_leads(ids, (_identity_column(services.settings),), cid)
+    except D365Error as exc:
+        # Not a reason to refuse the batch: every one of these is enqueued, and the worker
+        # verifies each id itself, with its own retries.
+        logger.warning(
+            "d365_lead_lookup_error",
+            extra={"step": "verify_batch", "status_code": exc.status, "error_code": exc.code, "correlation_id": cid},
+        )
+        return {}
+    now = iso(services.clock())
+    answers: dict[int, Accepted] = {}
+    for index, lead, state in stale:
+        record = found.get(str(state.d365_lead_id).lower())
+        if record is None or not _belongs(record, lead.domain, services.settings):
+            continue
+        assert now is not None
+        services.state.mark_verified(state, now)
+        answers[index] = _skipped(lead, state, now)
+    return answers
+
+
+def _identity_column(settings: Settings) -> str:
+    """The lead column that says which domain a lead belongs to."""
+    return DOMAIN_COLUMN if settings.custom_fields else WEBSITE_COLUMN
+
+
+def _belongs(record: dict[str, Any], domain: str, settings: Settings) -> bool:
+    """False when the lead's domain column names another domain. A lead with the column empty
+    (made by hand in Dynamics) is taken as the caller's: there is nothing to contradict it."""
+    value = record.get(_identity_column(settings))
+    if not isinstance(value, str) or not value.strip():
+        return True
+    try:
+        return normalize_domain(value) == domain
+    except InvalidDomain:
+        return False
 
 
 @dataclass(frozen=True)
@@ -180,12 +296,22 @@ def _push(lead: LeadPush, claim: Claim, services: Services) -> tuple[str, str]:
     known = lead.d365_lead_id or claim.state.d365_lead_id
     lost = False
     if known:
-        if _lookup(lambda: dataverse.get_lead(known, cid), lead, "verify"):
+        column = _identity_column(services.settings)
+        record = _lookup(lambda: dataverse.read_lead(known, (column,), cid), lead, "verify")
+        if record is not None and _belongs(record, lead.domain, services.settings):
             return ALREADY_EXISTS, known
-        lost = True
+        # 404: the lead was deleted (seed C.3) and is re-created. A lead of another domain: the
+        # id was wrong (a caller's mistake, or worse) and is never adopted.
+        lost = record is None
         logger.warning(
             "d365_lead_verification_failed",
-            extra={"domain": lead.domain, "d365_lead_id": known, "correlation_id": cid, "status_code": 404},
+            extra={
+                "domain": lead.domain,
+                "d365_lead_id": known,
+                "correlation_id": cid,
+                "status_code": 404 if lost else 200,
+                "reason": "not_found" if lost else "other_domain",
+            },
         )
     created = RECREATED if lost else CREATED
     payload = lead_payload(lead, services.settings.custom_fields)
@@ -208,7 +334,7 @@ def _push(lead: LeadPush, claim: Claim, services: Services) -> tuple[str, str]:
     return created, dataverse.create_lead(payload, cid)
 
 
-def _lookup(call: Callable[[], str | None], lead: LeadPush, step: str) -> str | None:
+def _lookup(call: Callable[[], T], lead: LeadPush, step: str) -> T:
     """Run one lookup; a failure is logged as `d365_lead_lookup_error` and raised on."""
     try:
         return call()
@@ -236,6 +362,7 @@ def _synced(lead: LeadPush, claim: Claim, outcome: str, lead_id: str, services: 
         d365_lead_id=lead_id,
         d365_url=url,
         last_synced_at=now,
+        last_verified_at=now,
         last_outcome=outcome,
         last_error=None,
         attempts=lead.attempt + 1,
@@ -343,27 +470,70 @@ def _publish(lead: LeadPush, services: Services, status: str, outcome: str, **ex
     services.queues.results.send_message(result.to_json())
 
 
+# How long replay hides a poison message it has read: long enough that one call sees each
+# message once; the messages it cannot use are made visible again when it ends.
+REPLAY_LEASE_SECONDS = 300
+
+
 def replay_poison(services: Services, limit: int = 1000) -> dict[str, int]:
     """Move poison messages back to the push queue with a fresh attempt count.
 
-    Messages that are still not valid stay in the poison queue (counted as `invalid`).
+    The poison queue holds whatever the host put there: base64 of a message (the usual case),
+    raw text the host could not base64-decode (it copies those as they came), or base64 of bytes
+    that are not UTF-8. Each is read without a decode policy and decoded here; one that is still
+    not a valid message stays in the poison queue, visible, counted as `invalid`, and never stops
+    the messages behind it from being replayed.
+
+    Raises:
+        azure.core.exceptions.AzureError: the queues could not be reached.
     """
     counts = {"replayed": 0, "invalid": 0}
-    poison = services.queues.poison
+    poison = services.queues.raw(services.settings.poison_queue_name)
+    kept: list[Any] = []
     while counts["replayed"] + counts["invalid"] < limit:
-        batch = list(poison.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=120))
+        wanted = min(32, limit - counts["replayed"] - counts["invalid"])
+        batch = list(
+            poison.receive_messages(
+                messages_per_page=wanted, max_messages=wanted, visibility_timeout=REPLAY_LEASE_SECONDS
+            )
+        )
         if not batch:
             break
         for message in batch:
-            try:
-                lead = decode_message(str(message.content).encode("utf-8"))
-            except InputError:
+            lead = poisoned_lead(message.content)
+            if lead is None:
                 counts["invalid"] += 1
+                kept.append(message)
                 continue
             fresh = replace(lead, attempt=0, enqueued_at=iso(services.clock()))
             services.queues.push.send_message(fresh.to_json())
             services.state.mark_queued(lead.domain, lead.correlation_id)
             poison.delete_message(message)
             counts["replayed"] += 1
+    for message in kept:
+        # Back in sight at once for the operator who peeks at the queue after this call.
+        with contextlib.suppress(AzureError):
+            poison.update_message(message, visibility_timeout=0)
     logger.info("d365_poison_replayed", extra=counts)
     return counts
+
+
+def poisoned_lead(content: object) -> LeadPush | None:
+    """The lead in a poison message as it lies on the queue, or None when there is none.
+
+    Tries the content as base64 first (whitespace and line breaks allowed, as .NET's
+    `Convert.FromBase64String` that the host uses allows them), then as the raw text.
+    """
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content or "")
+    candidates: list[bytes] = []
+    compact = "".join(text.split())
+    if compact:
+        with contextlib.suppress(binascii.Error, ValueError):
+            candidates.append(base64.b64decode(compact, validate=True))
+    candidates.append(text.encode("utf-8", "surrogatepass"))
+    for body in candidates:
+        try:
+            return decode_message(body)
+        except (InputError, ValueError):
+            continue
+    return None

@@ -27,7 +27,8 @@ def http_session(pool_size: int = 32) -> requests.Session:
 def token_provider(settings: Settings, session: requests.Session) -> TokenProvider:
     """The token provider `HUNTER_D365_AUTH_MODE` asks for."""
     if settings.auth_mode == "managed_identity":
-        return ManagedIdentityTokenProvider(app_credential(settings.managed_identity_client_id), settings.scope)
+        client_id = settings.managed_identity_client_id
+        return ManagedIdentityTokenProvider(lambda: app_credential(client_id), settings.scope)
     secret: SecretSource
     if settings.keyvault_url:
         secret = KeyVaultSecret(

@@ -149,6 +149,11 @@ class StateStore:
                 return current
         raise RuntimeError(f"state of {domain} kept changing; gave up marking it queued")
 
+    def mark_verified(self, state: SyncState, verified_at: str) -> bool:
+        """Record that `state`'s lead id was just found in Dataverse; False (nothing written)
+        when the row changed since `state` was read — the newer writer's word stands."""
+        return self._try_write(replace(state, last_verified_at=verified_at), state) is not None
+
     def claim(self, domain: str, correlation_id: str) -> Claim | None:
         """Claim `domain` for this worker, or None when another worker holds a live claim."""
         for _ in range(5):

@@ -38,7 +38,7 @@ class Queues:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
-        self._clients: dict[str, QueueClient] = {}
+        self._clients: dict[tuple[str, bool], QueueClient] = {}
 
     def _service(self) -> QueueServiceClient:
         options: dict[str, Any] = {
@@ -53,19 +53,31 @@ class Queues:
         )
 
     def client(self, name: str) -> QueueClient:
-        """The client of queue `name` (created if it does not exist yet)."""
+        """The client of queue `name`, base64 both ways (created if it does not exist yet)."""
+        return self._client(name, encoded=True)
+
+    def raw(self, name: str) -> QueueClient:
+        """A client of queue `name` with no encode or decode policy: messages as they lie on the
+        queue, for readers that must cope with whatever is there (the poison queue)."""
+        return self._client(name, encoded=False)
+
+    def _client(self, name: str, encoded: bool) -> QueueClient:
         with self._lock:
-            client = self._clients.get(name)
+            client = self._clients.get((name, encoded))
             if client is None:
                 service = self._service()
-                client = service.get_queue_client(
-                    name,
-                    message_encode_policy=TextBase64EncodePolicy(),
-                    message_decode_policy=TextBase64DecodePolicy(),
+                policies: dict[str, Any] = (
+                    {
+                        "message_encode_policy": TextBase64EncodePolicy(),
+                        "message_decode_policy": TextBase64DecodePolicy(),
+                    }
+                    if encoded
+                    else {"message_encode_policy": None, "message_decode_policy": None}
                 )
+                client = service.get_queue_client(name, **policies)
                 with contextlib.suppress(ResourceExistsError):
                     client.create_queue()
-                self._clients[name] = client
+                self._clients[(name, encoded)] = client
             return client
 
     @property

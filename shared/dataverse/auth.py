@@ -8,12 +8,19 @@ restart — and a second refusal is a real `D365AuthenticationError`.
 
 `ManagedIdentityTokenProvider` wraps an azure-identity credential (managed identity in Azure, any
 `TokenCredential` in tests): no secret at all; the identity is the Dataverse application user.
+
+Both can `renew(rejected)`: when Dataverse answers 401 to a token that is still valid by its own
+expiry (revoked, the application user re-enabled, the secret rotated), the client asks for a
+fresh token and resends once. Renewal is single-flight: of many threads holding the same refused
+token, the first fetches a new one and the rest are handed that one — one token request per
+refusal, however many requests were in flight.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msal
@@ -40,6 +47,15 @@ class TokenProvider(Protocol):
         Raises:
             D365AuthenticationError: the credentials were refused.
             D365APIError: the token endpoint could not be reached or failed (transient).
+        """
+        ...
+
+    def renew(self, rejected: str, correlation_id: str | None = None) -> str:
+        """A token other than `rejected`, which Dataverse refused: drop it from the cache and
+        fetch a new one, unless another thread already has (then that one is returned).
+
+        Raises:
+            as `get_token`.
         """
         ...
 
@@ -102,6 +118,7 @@ class MsalTokenProvider:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._app: msal.ConfidentialClientApplication | None = None
+        self._last: str | None = None
 
     def _application(self, secret: str) -> msal.ConfidentialClientApplication:
         # instance_discovery=False: the authority is taken as configured (sovereign clouds, the
@@ -123,17 +140,37 @@ class MsalTokenProvider:
             D365APIError: the token endpoint was unreachable or failed (transient).
         """
         with self._lock:
-            if self._app is None:
-                self._app = self._application(self._secret.get())
+            return self._get_locked(correlation_id)
+
+    def renew(self, rejected: str, correlation_id: str | None = None) -> str:
+        """A fresh token after Dataverse refused `rejected` (see the module docstring).
+
+        Raises:
+            as `get_token`.
+        """
+        with self._lock:
+            if self._last is not None and self._last != rejected:
+                return self._last  # another thread renewed while this one waited for the lock
+            if self._app is not None:
+                cache = self._app.token_cache
+                for entry in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+                    cache.remove_at(entry)
+            self._last = None
+            return self._get_locked(correlation_id)
+
+    def _get_locked(self, correlation_id: str | None) -> str:
+        if self._app is None:
+            self._app = self._application(self._secret.get())
+        result = self._acquire(self._app, correlation_id)
+        if result.get("error") in _AUTH_ERRORS and self._secret.refreshable:
+            self._app = self._application(self._secret.refresh())
+            logger.warning(
+                "d365_secret_refreshed",
+                extra={"reason": result.get("error"), "correlation_id": correlation_id},
+            )
             result = self._acquire(self._app, correlation_id)
-            if result.get("error") in _AUTH_ERRORS and self._secret.refreshable:
-                self._app = self._application(self._secret.refresh())
-                logger.warning(
-                    "d365_secret_refreshed",
-                    extra={"reason": result.get("error"), "correlation_id": correlation_id},
-                )
-                result = self._acquire(self._app, correlation_id)
-        return self._token_from(result, correlation_id)
+        self._last = self._token_from(result, correlation_id)
+        return self._last
 
     def _acquire(self, app: msal.ConfidentialClientApplication, correlation_id: str | None) -> dict[str, Any]:
         try:
@@ -165,19 +202,26 @@ class MsalTokenProvider:
         )
         if error in _AUTH_ERRORS:
             raise D365AuthenticationError(
-                f"Entra ID refused the client credentials: {description or error}", 401, error
+                f"authentication failed: Entra ID refused the client credentials: {description or error}", 401, error
             )
         raise D365APIError(f"Entra ID token request failed: {description or error}", 0, error, True)
 
 
 class ManagedIdentityTokenProvider:
-    """Tokens from an azure-identity credential (managed identity); no secret anywhere."""
+    """Tokens from an azure-identity credential (managed identity); no secret anywhere.
+
+    `credential` is a factory: renewing after a refusal makes a new credential, whose cache is
+    empty, because azure-identity offers no way to drop one cached token.
+    """
 
     mode = "managed_identity"
 
-    def __init__(self, credential: TokenCredential, scope: str) -> None:
-        self._credential = credential
+    def __init__(self, credential: Callable[[], TokenCredential], scope: str) -> None:
+        self._factory = credential
+        self._credential: TokenCredential | None = None
         self._scope = scope
+        self._lock = threading.Lock()
+        self._last: str | None = None
 
     def get_token(self, correlation_id: str | None = None) -> str:
         """A token for Dataverse (azure-identity caches it until shortly before expiry).
@@ -186,16 +230,39 @@ class ManagedIdentityTokenProvider:
             D365AuthenticationError: the identity endpoint refused.
             D365APIError: the identity endpoint was unreachable (transient).
         """
+        with self._lock:
+            if self._credential is None:
+                self._credential = self._factory()
+            credential = self._credential
+        token = self._fetch(credential, correlation_id)
+        with self._lock:
+            self._last = token
+        return token
+
+    def renew(self, rejected: str, correlation_id: str | None = None) -> str:
+        """A fresh token after Dataverse refused `rejected` (single-flight, as `MsalTokenProvider`).
+
+        Raises:
+            as `get_token`.
+        """
+        with self._lock:
+            if self._last is not None and self._last != rejected:
+                return self._last
+            self._credential = self._factory()
+            self._last = self._fetch(self._credential, correlation_id)
+            return self._last
+
+    def _fetch(self, credential: TokenCredential, correlation_id: str | None) -> str:
         try:
-            token = self._credential.get_token(self._scope).token
+            token = credential.get_token(self._scope).token
         except ClientAuthenticationError as exc:
             logger.error(
                 "d365_token_acquisition_failed",
                 extra={"auth_mode": self.mode, "error_code": type(exc).__name__, "correlation_id": correlation_id},
             )
             raise D365AuthenticationError(
-                f"managed identity token refused: {exc.message}", 401, "managed_identity"
-            ) from None
+                f"authentication failed: managed identity token refused: {exc.message}", 401, "managed_identity"
+            ) from exc
         except AzureError as exc:
             logger.error(
                 "d365_token_acquisition_failed",
@@ -203,6 +270,6 @@ class ManagedIdentityTokenProvider:
             )
             raise D365APIError(
                 f"managed identity endpoint failed: {type(exc).__name__}", 0, "managed_identity", True
-            ) from None
+            ) from exc
         logger.debug("d365_token_acquired", extra={"auth_mode": self.mode, "correlation_id": correlation_id})
         return token

@@ -22,6 +22,9 @@ from shared.dataverse.errors import D365APIError, D365Error, error_from_response
 logger = logging.getLogger(__name__)
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+# Ids per verification query: 50 GUID comparisons keep the URL near 3 KB, well inside the URL
+# length Dataverse accepts for a GET (longer queries need `$batch`), in one request each.
+IDS_PER_QUERY = 50
 _BASE_HEADERS = {
     "Accept": "application/json",
     "OData-MaxVersion": "4.0",
@@ -81,8 +84,42 @@ class DataverseClient:
         ok: tuple[int, ...] = (200,),
         absent: tuple[int, ...] = (),
     ) -> requests.Response | None:
-        """One HTTP call. Returns the response on `ok`, None on `absent`, raises otherwise."""
+        """One HTTP call (two when Dataverse refuses the token: a fresh token, sent once more).
+        Returns the response on `ok`, None on `absent`, raises otherwise."""
         token = self.tokens.get_token(correlation_id)
+        response = self._send(method, path, token, correlation_id, params, json_body, headers)
+        if response.status_code == 401:
+            # A token can be refused before its own expiry (revoked, the application user
+            # disabled and enabled again, the secret rotated): renew it and resend once; only a
+            # second 401 is a real authentication error.
+            logger.warning(
+                "d365_token_refused",
+                extra={
+                    "operation": _operation(method, path),
+                    "auth_mode": getattr(self.tokens, "mode", None),
+                    "correlation_id": correlation_id,
+                },
+            )
+            token = self.tokens.renew(token, correlation_id)
+            response = self._send(method, path, token, correlation_id, params, json_body, headers)
+        if response.status_code in ok:
+            return response
+        if response.status_code in absent:
+            return None
+        error = error_from_response(response.status_code, response.content, response.headers)
+        self._log_error(error, method, path, correlation_id)
+        raise error
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        correlation_id: str | None,
+        params: dict[str, str] | None,
+        json_body: dict[str, Any] | None,
+        headers: dict[str, str] | None,
+    ) -> requests.Response:
         sent = dict(_BASE_HEADERS, Authorization=f"Bearer {token}")
         if correlation_id:
             sent["x-ms-client-request-id"] = correlation_id
@@ -92,7 +129,7 @@ class DataverseClient:
         url = f"{self.api_url}/{path}"
         started = time.perf_counter()
         try:
-            response = self._session.request(
+            return self._session.request(
                 method, url, params=params, json=json_body, headers=sent, timeout=self._timeout
             )
         except requests.RequestException as exc:
@@ -101,13 +138,6 @@ class DataverseClient:
             ) from None
         finally:
             self.last_latency_ms = (time.perf_counter() - started) * 1000
-        if response.status_code in ok:
-            return response
-        if response.status_code in absent:
-            return None
-        error = error_from_response(response.status_code, response.content, response.headers)
-        self._log_error(error, method, path, correlation_id)
-        raise error
 
     def _log_error(self, error: D365Error, method: str, path: str, correlation_id: str | None) -> None:
         event = "d365_rate_limited" if error.status == 429 else "d365_api_error"
@@ -117,7 +147,7 @@ class DataverseClient:
                 "status_code": error.status,
                 "error_code": error.code,
                 "retry_after": getattr(error, "retry_after", None),
-                "operation": f"{method} {path.split('(')[0].split('?')[0]}",
+                "operation": _operation(method, path),
                 "correlation_id": correlation_id,
                 "latency_ms": round(self.last_latency_ms, 1),
             },
@@ -129,12 +159,47 @@ class DataverseClient:
         Raises:
             D365Error: any other failure.
         """
+        record = self.read_lead(lead_id, ("leadid",), correlation_id)
+        return None if record is None else str(record["leadid"])
+
+    def read_lead(
+        self, lead_id: str, columns: tuple[str, ...], correlation_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """`columns` of the lead with `lead_id` (always with `leadid`), or None on Dataverse's 404.
+
+        Raises:
+            ValueError: `lead_id` is not a GUID.
+            D365Error: any other failure.
+        """
         if not _GUID.fullmatch(lead_id):
             raise ValueError("lead_id must be a GUID")
-        response = self._request(
-            "GET", f"leads({lead_id})", correlation_id, params={"$select": "leadid"}, absent=(404,)
-        )
-        return None if response is None else str(response.json()["leadid"])
+        select = ",".join(dict.fromkeys(("leadid", *columns)))
+        response = self._request("GET", f"leads({lead_id})", correlation_id, params={"$select": select}, absent=(404,))
+        return None if response is None else dict(response.json())
+
+    def read_leads(
+        self, lead_ids: list[str], columns: tuple[str, ...], correlation_id: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The leads among `lead_ids` that exist, by lower-case id: one query per
+        `IDS_PER_QUERY` ids (`leadid eq <guid> or …`; a GUID is an unquoted OData literal).
+
+        Raises:
+            ValueError: an id is not a GUID.
+            D365Error: a query failed.
+        """
+        if any(not _GUID.fullmatch(lead_id) for lead_id in lead_ids):
+            raise ValueError("every lead id must be a GUID")
+        select = ",".join(dict.fromkeys(("leadid", *columns)))
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(lead_id.lower() for lead_id in lead_ids))
+        for start in range(0, len(unique), IDS_PER_QUERY):
+            chunk = unique[start : start + IDS_PER_QUERY]
+            params = {"$select": select, "$filter": " or ".join(f"leadid eq {lead_id}" for lead_id in chunk)}
+            response = self._request("GET", "leads", correlation_id, params=params)
+            assert response is not None
+            for row in response.json().get("value", []):
+                found[str(row["leadid"]).lower()] = dict(row)
+        return found
 
     def find_lead(self, column: str, value: str, correlation_id: str | None = None) -> str | None:
         """The id of a lead whose `column` equals `value` (case-insensitive, as Dataverse compares).
@@ -221,6 +286,11 @@ class DataverseClient:
     @staticmethod
     def _key_path(column: str, value: str) -> str:
         return f"leads({column}={quote(odata_literal(value), safe=chr(39))})"
+
+
+def _operation(method: str, path: str) -> str:
+    """`GET leads`, `PATCH leads`: the call without ids or keys (safe to log)."""
+    return f"{method} {path.split('(')[0].split('?')[0]}"
 
 
 def _id_from(response: requests.Response) -> str:

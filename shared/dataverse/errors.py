@@ -1,7 +1,7 @@
 """Typed errors for Dataverse and Entra ID, grouped by what the caller must do.
 
     D365Error                      anything that went wrong talking to Dataverse or Entra ID
-    ├── D365AuthenticationError    fix credentials: invalid_client (AADSTS7000215), 401 from Dataverse
+    ├── D365AuthenticationError    fix credentials: invalid_client (AADSTS7000215), a second 401 from Dataverse
     └── D365APIError               status, code, message, transient
         │                            transient=True  → retry later with backoff
         │                              (5xx, timeouts, connection errors, dropped responses)
@@ -83,7 +83,8 @@ def error_from_response(status: int, body: bytes, headers: Any) -> D365Error:
     code, message = odata_error(body)
     message = message or f"Dataverse answered HTTP {status}"
     if status == 401:
-        return D365AuthenticationError(message if code else "Dataverse rejected the access token", status, code)
+        detail = message if code else "Dataverse refused a freshly issued access token"
+        return D365AuthenticationError(f"authentication failed: {detail}", status, code)
     if status == 429:
         return D365RateLimitError(message, parse_retry_after(headers.get("Retry-After")), code=code)
     transient = status >= 500 or status == 408

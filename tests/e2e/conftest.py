@@ -98,6 +98,20 @@ class Stack:
         self.responses.append(response.text)
         return response
 
+    def push_batch(self, leads: list[dict[str, Any]]) -> requests.Response:
+        response = requests.post(f"{self.url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=60)
+        self.responses.append(response.text)
+        return response
+
+    def replay(self) -> requests.Response:
+        response = requests.post(f"{self.url}/api/v1/d365/poison/replay", timeout=60)
+        self.responses.append(response.text)
+        return response
+
+    def routes(self) -> dict[str, dict[str, int]]:
+        """The simulator's request counters, {route: {status: n}}, without its admin calls."""
+        return {route: n for route, n in self.admin("GET", "counters")["routes"].items() if route != "admin"}
+
     def status(self, domain: str) -> dict[str, Any]:
         response = requests.get(f"{self.url}/api/v1/d365/leads/{domain}", timeout=30)
         self.responses.append(response.text)
