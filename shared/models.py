@@ -118,10 +118,11 @@ def utf16_length(text: str) -> int:
 
 def printable(text: str, limit: int = 64) -> str:
     """`text` safe to echo in an error or a log line: non-printable characters (controls, lone
-    surrogates) as `\\uXXXX` escapes, cut to `limit` characters."""
+    surrogates) as `\\uXXXX` escapes, cut to `limit` characters; the empty string as `""`, so that
+    an error about a field named "" still names it."""
     cut = text[:limit]
     shown = "".join(char if char.isprintable() else f"\\u{ord(char):04x}" for char in cut)
-    return shown + ("…" if len(text) > limit else "")
+    return (shown + ("…" if len(text) > limit else "")) or '""'
 
 
 def _check_characters(value: str, name: str) -> None:
