@@ -454,7 +454,9 @@ def validate_lead(body: Any) -> tuple[dict[str, Any] | None, Response | None]:
             return None, odata_error(
                 400, "0x80048d19", f"Cannot convert a primitive value to the expected type 'Edm.String' for '{name}'."
             )
-        if kind is str and isinstance(value, str) and len(value) > limit:
+        # Dataverse counts a string's length in UTF-16 code units (.NET String.Length, SQL nvarchar
+        # byte-pairs): a character beyond U+FFFF counts 2. surrogatepass: a lone one counts 1.
+        if kind is str and isinstance(value, str) and len(value.encode("utf-16-le", "surrogatepass")) // 2 > limit:
             return None, odata_error(
                 400,
                 "0x80044331",

@@ -17,7 +17,7 @@ from azure.core.exceptions import AzureError
 
 from shared.config import ConfigError, get_settings
 from shared.domains import InvalidDomain, normalize_domain
-from shared.models import InputError, LeadPush
+from shared.models import InputError, LeadPush, parse_json
 from shared.pipeline import accept, accept_batch, replay_poison
 from shared.services import get_services
 
@@ -28,7 +28,8 @@ MAX_BATCH = 1000
 MAX_LEAD_BYTES = 64 * 1024
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 ENQUEUE_CONCURRENCY = 16
-_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# \A…\Z, not ^…$: `$` also matches before a trailing newline.
+_CORRELATION = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -58,7 +59,8 @@ def _body(req: func.HttpRequest, limit: int) -> Any:
     """The parsed JSON body.
 
     Raises:
-        InputError: too large (code payload_too_large), not UTF-8, or not JSON.
+        InputError: too large (code payload_too_large), not UTF-8, or not JSON. NaN, Infinity and
+            over-long integers parse, so that validation names the field holding them.
     """
     raw = req.get_body() or b""
     if len(raw) > limit:
@@ -69,10 +71,7 @@ def _body(req: func.HttpRequest, limit: int) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("the body is not UTF-8 text", None, "invalid_encoding") from None
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise InputError("the body is not valid JSON", None, "invalid_json") from None
+    return parse_json(text, "the body")
 
 
 def _guard() -> func.HttpResponse | None:
@@ -156,6 +155,25 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
         except InputError as exc:
             _rejected(exc, correlation_id)
             items[index] = {"index": index, "status": "rejected", **exc.to_dict()}
+            continue
+        except Exception as exc:  # not swallowed: logged and answered for this item
+            # Validation should turn every bad item into an InputError; if a bug lets one through,
+            # that item alone is refused — the batch still answers for every other item.
+            logger.error(
+                "d365_push_rejected",
+                extra={
+                    "source": "http",
+                    "error_code": "internal_error",
+                    "error": type(exc).__name__,
+                    "correlation_id": correlation_id,
+                },
+            )
+            items[index] = {
+                "index": index,
+                "status": "rejected",
+                "error": "internal_error",
+                "message": f"this lead could not be validated ({type(exc).__name__}); nothing was enqueued for it",
+            }
             continue
         seen.add(lead.domain)
         valid.append((index, lead))

@@ -1,16 +1,19 @@
 """Hunter lead → Dataverse `lead` payload, pure.
 
-Column names and maximum lengths are Dataverse's (see the `lead` table); strings are cut to fit so
-that a payload built here never earns the 400 `0x80044331` length error. Hunter's custom columns
+Column names and maximum lengths are Dataverse's (see the `lead` table); strings are cut to fit,
+counted in UTF-16 code units as Dataverse counts them (see `shared.models.STRING_FIELDS`), so that
+a payload built here never earns the 400 `0x80044331` length error. Hunter's custom columns
 (`hnt_*`) are sent only when the org has them (`HUNTER_D365_CUSTOM_FIELDS`). Without them the
-natural key travels in `websiteurl` as `https://<domain>`, which is what the lookup filters on.
+natural key travels in `websiteurl` as `canonical_website(domain)`, which is what the lookup filters
+on — so that value is never cut: intake refuses a domain whose URL would not fit
+(`shared.domains.MAX_DOMAIN_LENGTH`), and a cut key would be found for nobody, or for another company.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from shared.models import LeadPush
+from shared.models import LeadPush, utf16_length
 
 # Dataverse column → maximum length, for the string columns this app writes.
 LEAD_MAX_LENGTHS: dict[str, int] = {
@@ -34,15 +37,32 @@ WEBSITE_COLUMN = "websiteurl"
 
 
 def fit(value: str, limit: int) -> str:
-    """`value` cut to at most `limit` characters (an ellipsis marks a cut)."""
-    if len(value) <= limit:
+    """`value` cut to at most `limit` UTF-16 code units (an ellipsis marks a cut); a character
+    beyond U+FFFF is never split in half."""
+    if utf16_length(value) <= limit:
         return value
-    return value[: limit - 1] + "…"
+    budget = limit - 1  # the ellipsis takes one unit
+    kept: list[str] = []
+    for char in value:
+        budget -= 2 if ord(char) > 0xFFFF else 1
+        if budget < 0:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
 
 
 def canonical_website(domain: str) -> str:
-    """The website URL the app writes and, without custom columns, looks leads up by."""
-    return f"https://{domain}"
+    """The website URL the app writes and, without custom columns, looks leads up by: the same
+    string in both places, since `lead_payload` writes exactly this value.
+
+    Raises:
+        ValueError: the URL would not fit `websiteurl` — intake refuses such domains, so this is a
+            bug guard: a cut URL would make the lookup miss and the lead be created twice.
+    """
+    url = f"https://{domain}"
+    if utf16_length(url) > LEAD_MAX_LENGTHS[WEBSITE_COLUMN]:
+        raise ValueError(f"the domain is too long for {WEBSITE_COLUMN} ({len(domain)} characters)")
+    return url
 
 
 def lead_quality(final_score: float | None) -> int | None:

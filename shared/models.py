@@ -5,11 +5,16 @@ a `schema_version`, and datetimes as ISO 8601 UTC strings — the old system cra
 `datetime`, so none ever reaches `json.dumps` here.
 
 Validation errors are `InputError(field, reason)`: the field's name and a reason a caller can act on.
+Hostile input ends there too, never in another exception: a lone UTF-16 surrogate or a control
+character in a string (code `invalid_characters`), NaN, Infinity or an integer too long to convert
+in a number (`invalid_field`), a string longer than its Dataverse column counted in UTF-16 code
+units (`too_long`). Error messages never echo raw input, only field names made printable.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -21,8 +26,13 @@ from shared.domains import InvalidDomain, normalize_domain
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 48 * 1024  # a queue message holds 64 KiB; base64 adds a third
 
-# Hunter field → (maximum length, Dataverse column it lands in). The lengths are Dataverse's, so a
-# value that would not fit is refused at intake with the field's name instead of being cut.
+# Hunter field → maximum length of the Dataverse column it lands in, so a value that would not fit
+# is refused at intake with the field's name instead of being cut. Dataverse's MaxLength
+# (StringAttributeMetadata.MaxLength, learn.microsoft.com/dotnet/api/microsoft.xrm.sdk.metadata.
+# stringattributemetadata.maxlength) is checked against a .NET string's Length and the column is a
+# SQL Server nvarchar(n), where "n defines the string size in byte-pairs" (learn.microsoft.com/sql/
+# t-sql/data-types/nchar-and-nvarchar-transact-sql): both count UTF-16 code units, so an emoji
+# outside the BMP costs 2. `utf16_length` counts the same way.
 STRING_FIELDS: dict[str, int] = {
     "company_name": 100,
     "email": 100,
@@ -34,9 +44,22 @@ STRING_FIELDS: dict[str, int] = {
     "segment": 100,
     "hunter_id": 100,
 }
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# Used with fullmatch: `$` also matches before a trailing newline, and a correlation id ending in
+# "\n" makes every Dataverse call fail as an invalid header.
+_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Free text may hold tabs and line breaks; names and other one-line fields may not. Everything else
+# in C0, DEL and C1 is refused, not stripped: the caller learns which field to clean, and what
+# reaches Dynamics is what Hunter sent.
+FREE_TEXT_FIELDS = frozenset({"description"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_FREE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# An integer longer than this fits no field (the largest takes 10 digits). Python refuses to convert
+# one of more than 4,300 digits (a ValueError from inside json.loads, with no field to name), and
+# converting shorter ones still costs quadratic time, so the parser hands validation a stand-in.
+MAX_INTEGER_DIGITS = 30
 LEAD_FIELDS = ("domain", *STRING_FIELDS, "final_score", "priority", "d365_lead_id", "force")
 MESSAGE_FIELDS = (*LEAD_FIELDS, "schema_version", "attempt", "correlation_id", "enqueued_at")
 
@@ -56,6 +79,70 @@ class InputError(ValueError):
         if self.field:
             body["field"] = self.field
         return body
+
+
+class TooManyDigits:
+    """Stands in for a JSON integer of more than `MAX_INTEGER_DIGITS` digits, so that validation
+    can say which field held it instead of the parser failing without a name."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> int | TooManyDigits:
+    digits = len(text.lstrip("-"))
+    return int(text) if digits <= MAX_INTEGER_DIGITS else TooManyDigits(digits)
+
+
+def parse_json(text: str, what: str) -> Any:
+    """Parse untrusted JSON text (`what` names it in the error: "the body", "message").
+
+    NaN and Infinity literals parse as floats, and over-long integers as `TooManyDigits`, so that
+    the field validation that follows rejects them by name.
+
+    Raises:
+        InputError: not valid JSON (code invalid_json), or nested too deep.
+    """
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise InputError(f"{what} is not valid JSON", None, "invalid_json") from None
+
+
+def utf16_length(text: str) -> int:
+    """The length Dataverse counts: UTF-16 code units (a character beyond U+FFFF is 2)."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def printable(text: str, limit: int = 64) -> str:
+    """`text` safe to echo in an error or a log line: non-printable characters (controls, lone
+    surrogates) as `\\uXXXX` escapes, cut to `limit` characters; the empty string as `""`, so that
+    an error about a field named "" still names it."""
+    cut = text[:limit]
+    shown = "".join(char if char.isprintable() else f"\\u{ord(char):04x}" for char in cut)
+    return (shown + ("…" if len(text) > limit else "")) or '""'
+
+
+def _check_characters(value: str, name: str) -> None:
+    """Raises InputError (invalid_characters) for a lone surrogate or a forbidden control character."""
+    surrogate = _SURROGATE.search(value)
+    if surrogate:
+        raise InputError(
+            f"contains a lone UTF-16 surrogate (U+{ord(surrogate.group()):04X}) at position "
+            f"{surrogate.start() + 1}; send valid Unicode",
+            name,
+            "invalid_characters",
+        )
+    control = (_CONTROL_IN_FREE_TEXT if name in FREE_TEXT_FIELDS else _CONTROL).search(value)
+    if control:
+        allowed = "; only tab and line breaks are allowed" if name in FREE_TEXT_FIELDS else ""
+        raise InputError(
+            f"contains the control character U+{ord(control.group()):04X} at position {control.start() + 1}{allowed}",
+            name,
+            "invalid_characters",
+        )
 
 
 def utcnow() -> datetime:
@@ -94,8 +181,12 @@ def _string(data: dict[str, Any], name: str, limit: int) -> str | None:
     if not isinstance(value, str):
         raise InputError("must be a string", name, "invalid_type")
     value = value.strip()
-    if len(value) > limit:
-        raise InputError(f"must be at most {limit} characters (got {len(value)})", name, "too_long")
+    _check_characters(value, name)
+    length = utf16_length(value)
+    if length > limit:
+        raise InputError(
+            f"must be at most {limit} UTF-16 code units, as Dataverse counts (got {length})", name, "too_long"
+        )
     return value or None
 
 
@@ -103,8 +194,13 @@ def _number(data: dict[str, Any], name: str, integer: bool) -> Any:
     value = data.get(name)
     if value is None:
         return None
+    if isinstance(value, TooManyDigits):
+        raise InputError(f"is out of range ({value.digits} digits)", name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError("must be a number", name, "invalid_type")
+    if isinstance(value, float) and not math.isfinite(value):
+        # `abs(nan) > limit` is False: without this NaN passed and crashed the mapping's round().
+        raise InputError("must be a finite number (not NaN or Infinity)", name)
     if integer and not (isinstance(value, int) or float(value).is_integer()):
         raise InputError("must be a whole number", name, "invalid_type")
     if abs(value) > 2_147_483_647:
@@ -146,7 +242,7 @@ class LeadPush:
             raise InputError("each lead must be a JSON object", None, "invalid_body")
         unknown = sorted(set(data) - set(LEAD_FIELDS))
         if unknown:
-            raise InputError("is not a known lead field", unknown[0], "unknown_field")
+            raise InputError("is not a known lead field", printable(unknown[0]), "unknown_field")
         lead = cls._validated(data)
         return replace(lead, correlation_id=correlation_id or lead.correlation_id)
 
@@ -163,12 +259,12 @@ class LeadPush:
             raise InputError(f"must be {SCHEMA_VERSION}", "schema_version", "unsupported_schema")
         unknown = sorted(set(data) - set(MESSAGE_FIELDS))
         if unknown:
-            raise InputError("is not a known message field", unknown[0], "unknown_field")
+            raise InputError("is not a known message field", printable(unknown[0]), "unknown_field")
         attempt = data.get("attempt", 0)
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
             raise InputError("must be a whole number >= 0", "attempt", "invalid_type")
         correlation = data.get("correlation_id") or uuid.uuid4().hex
-        if not isinstance(correlation, str) or not _CORRELATION.match(correlation):
+        if not isinstance(correlation, str) or not _CORRELATION.fullmatch(correlation):
             raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", "correlation_id")
         enqueued_at = iso(parse_iso(data.get("enqueued_at")))
         lead = cls._validated(data)
@@ -183,10 +279,10 @@ class LeadPush:
         except InvalidDomain as exc:
             raise InputError(str(exc), "domain", "invalid_domain") from None
         strings = {name: _string(data, name, limit) for name, limit in STRING_FIELDS.items()}
-        if strings["email"] and not _EMAIL.match(strings["email"]):
+        if strings["email"] and not _EMAIL.fullmatch(strings["email"]):
             raise InputError("is not an e-mail address", "email")
         lead_id = data.get("d365_lead_id")
-        if lead_id is not None and (not isinstance(lead_id, str) or not _GUID.match(lead_id)):
+        if lead_id is not None and (not isinstance(lead_id, str) or not _GUID.fullmatch(lead_id)):
             raise InputError("must be a GUID", "d365_lead_id")
         force = data.get("force", False)
         if not isinstance(force, bool):
@@ -225,11 +321,7 @@ def decode_message(body: bytes) -> LeadPush:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("message is not UTF-8 text", None, "invalid_encoding") from None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise InputError("message is not valid JSON", None, "invalid_json") from None
-    return LeadPush.from_message(data)
+    return LeadPush.from_message(parse_json(text, "message"))
 
 
 # Sync states, as Hunter's badge shows them.

@@ -171,3 +171,72 @@ def test_correlation_id_travels_from_http_to_dataverse(start_stack: Callable[...
     stack.wait_status("same-domain.com", "synced")
     seen = stack.admin("GET", "requests")["value"]
     assert any(r["route"] == "lead_create" and r["client_request_id"] == "trace-me-123" for r in seen)
+
+
+HUGE_INTEGER = "1" + "0" * 5000  # past Python's 4,300-digit int-string limit
+HOSTILE_LEADS: list[tuple[str, str, str]] = [
+    # (JSON text of one lead, the field the 400 names, the error code)
+    ('{"domain": "surrogate.example", "company_name": "a\\ud800"}', "company_name", "invalid_characters"),
+    ('{"domain": "surrogate-key.example", "\\ud800": 1}', "\\ud800", "unknown_field"),
+    ('{"domain": "nan-score.example", "final_score": NaN}', "final_score", "invalid_field"),
+    ('{"domain": "inf-score.example", "final_score": -Infinity}', "final_score", "invalid_field"),
+    ('{"domain": "huge.example", "priority": ' + HUGE_INTEGER + "}", "priority", "invalid_field"),
+    ('{"domain": "escape.example", "company_name": "\\u001b[31mRed"}', "company_name", "invalid_characters"),
+    ('{"domain": "nul.example", "description": "a\\u0000b"}', "description", "invalid_characters"),
+    ('{"domain": "emoji.example", "company_name": "' + "\\ud83d\\ude00" * 51 + '"}', "company_name", "too_long"),
+    ('{"domain": "' + ".".join(["a" * 63, "b" * 63, "c" * 61, "com"]) + '"}', "domain", "invalid_domain"),
+]
+
+
+def test_hostile_single_pushes_are_400_naming_the_field(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    for text, field, error in HOSTILE_LEADS:
+        response = requests.post(
+            f"{stack.url}/api/v1/d365/push-lead",
+            data=text.encode("utf-8"),
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, (field, response.text)
+        assert (response.json()["field"], response.json()["error"]) == (field, error)
+    assert stack.queue_length(stack.queue_name) == 0
+
+
+def test_a_hostile_batch_answers_per_item_and_pushes_the_rest(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    good = [json.dumps({"domain": f"hostile-batch-{i}.example"}) for i in range(20)]
+    # One hostile item after every other good one: none may sink the batch or the items after it.
+    hostile = [text for text, _, _ in HOSTILE_LEADS] * 3
+    items = [piece for pair in zip(good, hostile[: len(good)], strict=True) for piece in pair]
+    body = ('{"leads": [' + ",".join(items) + "]}").encode("utf-8")
+    response = requests.post(
+        f"{stack.url}/api/v1/d365/push-leads", data=body, timeout=60, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert len(answer["items"]) == len(items)
+    assert (answer["accepted"], answer["rejected"]) == (20, len(items) - 20)
+    expected = {text: (field, error) for text, field, error in HOSTILE_LEADS}
+    for text, item in zip(items, answer["items"], strict=True):
+        if text in expected:
+            assert item["status"] == "rejected" and (item["field"], item["error"]) == expected[text], item
+        else:
+            assert item["status"] == "queued", item
+    stack.wait_for(lambda: len(stack.sim_leads()) == 20, timeout=60, what="the 20 good leads in Dynamics")
+
+
+def test_hostile_queue_messages_are_rejected_once_naming_the_field(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    encoded = stack.queue(stack.queue_name)
+    encoded.send_message('{"schema_version": 1, "domain": "newline.example", "correlation_id": "abc\\n"}')
+    encoded.send_message('{"schema_version": 1, "domain": "nan.example", "final_score": NaN}')
+    encoded.send_message('{"schema_version": 1, "domain": "huge.example", "attempt": ' + HUGE_INTEGER + "}")
+    encoded.send_message('{"schema_version": 1, "domain": "surrogate.example", "city": "\\udc00"}')
+    poison = f"{stack.queue_name}-poison"
+    stack.wait_for(
+        lambda: stack.queue_length(poison) == 4 and stack.queue_length(stack.queue_name) == 0,
+        what="four poison messages and an empty queue",
+    )
+    rejected = stack.events("d365_push_rejected")
+    assert sorted(e["field"] for e in rejected) == ["attempt", "city", "correlation_id", "final_score"]
+    assert stack.admin("GET", "counters")["routes"].get("lead_create") is None
