@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimAdmin
     """Calls per kind of push, with (`key="true"`) or without the alternate key, in one process."""
     from shared.config import Settings
     from shared.models import LeadPush
-    from shared.pipeline import accept, process
+    from shared.pipeline import accept, accept_batch, process
     from shared.services import build_services
 
     env = app_env(
@@ -109,9 +110,11 @@ def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimAdmin
     services = build_services(Settings.from_env(env))
     label = "with alternate key" if key == "true" else "without alternate key"
     tokens_before = admin.counts()[1]
-    domain = f"calls-{key}-{int(time.time())}.example"
+    stamp = int(time.time())
+    domain = f"calls-{key}-{stamp}.example"
     lead = LeadPush(domain=domain, company_name="Bench")
-    forced = LeadPush(domain=domain, force=True).to_json().encode()
+    repush = LeadPush(domain=domain).to_json().encode()
+    batch = [LeadPush(domain=f"calls-{key}-{stamp}-{i}.example") for i in range(100)]
 
     def measure(action: Any) -> int:
         before = admin.counts()[0]
@@ -120,13 +123,22 @@ def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimAdmin
 
     figures = {
         f"new lead, {label}": measure(lambda: process(lead.to_json().encode(), services)),
-        f"re-push of a synced lead at intake, {label}": measure(lambda: accept(lead, services)),
-        f"re-push of a synced lead (force) in the worker, {label}": measure(lambda: process(forced, services)),
+        f"re-push of a synced lead (push-lead), intake, {label}": measure(lambda: accept(lead, services)),
+        f"re-push of a synced lead (push-lead), worker's verify, {label}": measure(lambda: process(repush, services)),
     }
+    for item in batch:
+        process(item.to_json().encode(), services)
+    forced = [replace(item, force=True) for item in batch]
+    figures[f"batch re-push of 100 synced leads within the verification TTL, {label}"] = measure(
+        lambda: accept_batch(batch, services)
+    )
+    figures[f"batch re-push of 100 synced leads, verified now (force), {label}"] = measure(
+        lambda: accept_batch(forced, services)
+    )
     state = services.state.get(domain)
     assert state is not None and state.d365_lead_id
     admin.call("DELETE", f"leads/{state.d365_lead_id}")
-    figures[f"stored id lost in Dataverse, {label}"] = measure(lambda: process(forced, services))
+    figures[f"stored id lost in Dataverse, {label}"] = measure(lambda: process(repush, services))
     figures[f"token requests for this process ({label})"] = admin.counts()[1] - tokens_before
     return figures
 
@@ -377,26 +389,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--idle-samples", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--only",
+        default="cold,calls,idle,throughput,batch",
+        help="comma-separated sections to run (cold, calls, idle, throughput, batch); default all",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the app's own events would drown the figures
     state = Path(tempfile.mkdtemp(prefix="hunter-bench-"))
     group = ProcessGroup(state)
     figures: dict[str, Any] = {"machine": machine()}
+    sections = set(args.only.split(","))
     try:
-        print("cold start…", flush=True)
-        figures["cold start (import function_app)"] = cold_start()
+        if "cold" in sections:
+            print("cold start…", flush=True)
+            figures["cold start (import function_app)"] = cold_start()
         connection, _ = group.azurite()
         info = group.simulator()
         admin = SimAdmin(info)
-        print("calls per push…", flush=True)
-        figures["Dataverse calls per push"] = calls_per_push(connection, info, admin)
-        print("idle click-to-synced…", flush=True)
-        figures["click to synced on an idle app"] = idle_latency(group, connection, info, admin, args.idle_samples)
-        print(f"throughput: {args.leads} leads against {args.rate:g} requests/s…", flush=True)
-        figures["throughput against the ceiling"] = throughput(group, connection, info, admin, args)
-        print("batch intake…", flush=True)
-        figures["batch intake"] = batch_intake(group, connection, info)
+        if "calls" in sections:
+            print("calls per push…", flush=True)
+            figures["Dataverse calls per push"] = calls_per_push(connection, info, admin)
+        if "idle" in sections:
+            print("idle click-to-synced…", flush=True)
+            figures["click to synced on an idle app"] = idle_latency(group, connection, info, admin, args.idle_samples)
+        if "throughput" in sections:
+            print(f"throughput: {args.leads} leads against {args.rate:g} requests/s…", flush=True)
+            figures["throughput against the ceiling"] = throughput(group, connection, info, admin, args)
+        if "batch" in sections:
+            print("batch intake…", flush=True)
+            figures["batch intake"] = batch_intake(group, connection, info)
     finally:
         group.stop()
     report(figures)
