@@ -199,9 +199,16 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 
 // Basic (user name + password) publishing is off for FTP and for the deployment endpoint: azd and
 // the Azure CLI deploy with Entra ID tokens.
+//
+// `location` is not in this type's generated definition (so Bicep would warn BCP037), yet ARM has
+// answered "The parameter location has an invalid value" without it in several API versions:
+// Azure/bicep-types-az issues #1317, #1504, #1526 and Azure/bicep #5531. Microsoft's verified module
+// sets it too (Azure/bicep-registry-modules avm/res/web/site/basic-publishing-credentials-policy).
 resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'ftp'
+  #disable-next-line BCP037 ARM wants the site's location here although the type definition omits it (see above)
+  location: location
   properties: {
     allow: false
   }
@@ -210,6 +217,8 @@ resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
 resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'
+  #disable-next-line BCP037 ARM wants the site's location here although the type definition omits it (see above)
+  location: location
   properties: {
     allow: false
   }
