@@ -29,6 +29,7 @@ Run: `.venv-infra/bin/python tests/infra/azure_types.py infra` (exit 1 on any fi
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import re
@@ -129,10 +130,16 @@ class TypeLibrary:
 
 
 def parse_bicep(path: Path) -> dict[str, Any]:
-    """One Bicep file as pycep-parser reads it (the version checkov pins)."""
-    pycep = importlib.import_module("pycep")
-    parsed: dict[str, Any] = pycep.BicepParser().parse(file_path=path)
-    return parsed
+    """One Bicep file as pycep-parser reads it (the version checkov pins). Parsing is slow, and the
+    mutation tests check many copies that differ in one file, so parses are kept by content."""
+    text = path.read_text(encoding="utf-8")
+    if text not in _PARSED:
+        pycep = importlib.import_module("pycep")
+        _PARSED[text] = pycep.BicepParser().parse(file_path=path)
+    return copy.deepcopy(_PARSED[text])
+
+
+_PARSED: dict[str, dict[str, Any]] = {}
 
 
 @dataclass
