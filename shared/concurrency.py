@@ -74,7 +74,9 @@ def plan(budget: int = DEFAULT_BUDGET, max_instances: int = DEFAULT_MAX_INSTANCE
     Raises ConfigError when the budget exceeds Dataverse's limit, either number is below 1, or
     there are more instances than budget (one request each would already exceed it)."""
     if not 1 <= budget <= DATAVERSE_CONCURRENT_REQUEST_LIMIT:
-        raise ConfigError(f"HUNTER_D365_CONCURRENCY_BUDGET: {budget} is not within 1-{DATAVERSE_CONCURRENT_REQUEST_LIMIT}")
+        raise ConfigError(
+            f"HUNTER_D365_CONCURRENCY_BUDGET: {budget} is not within 1-{DATAVERSE_CONCURRENT_REQUEST_LIMIT}"
+        )
     if max_instances < 1:
         raise ConfigError(f"HUNTER_D365_MAX_INSTANCES: {max_instances} is below 1")
     if max_instances > budget:

@@ -348,9 +348,8 @@ class Checker:
             self.check_string(bicep, resource, path, value, node)
         elif kind == "IntegerType":
             self.check_integer(bicep, resource, path, value, node)
-        elif kind == "BooleanType":
-            if not isinstance(value, bool):
-                self.report(bicep, resource, path, f"expects a bool, got {value!r}")
+        elif kind == "BooleanType" and not isinstance(value, bool):
+            self.report(bicep, resource, path, f"expects a bool, got {value!r}")
 
     def check_object(
         self,
@@ -422,7 +421,9 @@ class Checker:
         literal = [form for form in forms if isinstance(form, str)]
         if literal and not any(isinstance(form, Reference) for form in forms):
             self.report(
-                bicep, resource, f"{path}.{discriminator}" if path else discriminator,
+                bicep,
+                resource,
+                f"{path}.{discriminator}" if path else discriminator,
                 f"{literal[0]!r} is not one of {', '.join(sorted(elements))}",
             )
             return
@@ -514,7 +515,9 @@ class Checker:
         declared = spec.get("type")
         wanted = {"IntegerType": "int", "BooleanType": "bool", "StringType": "string", "ArrayType": "array"}
         if kind in wanted and declared not in (wanted[kind], None):
-            self.report(bicep, resource, path, f"parameter {value.name} is {declared}, the property wants {wanted[kind]}")
+            self.report(
+                bicep, resource, path, f"parameter {value.name} is {declared}, the property wants {wanted[kind]}"
+            )
             return
         for allowed_value in decorator(spec, "allowed") or []:
             self.check_literal(bicep, resource, path, allowed_value, expected, {})
@@ -522,9 +525,13 @@ class Checker:
             low, high = decorator(spec, "min_value"), decorator(spec, "max_value")
             node = expected.node
             if "minValue" in node and (low is None or low < node["minValue"]):
-                self.report(bicep, resource, path, f"parameter {value.name} allows {low} below the minimum {node['minValue']}")
+                self.report(
+                    bicep, resource, path, f"parameter {value.name} allows {low} below the minimum {node['minValue']}"
+                )
             if "maxValue" in node and (high is None or high > node["maxValue"]):
-                self.report(bicep, resource, path, f"parameter {value.name} allows {high} above the maximum {node['maxValue']}")
+                self.report(
+                    bicep, resource, path, f"parameter {value.name} allows {high} above the maximum {node['maxValue']}"
+                )
         if "default" in spec and spec["default"] is not None and not isinstance(spec["default"], dict):
             self.check_literal(bicep, resource, path, spec["default"], expected, {})
 

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("pycep", reason="the infra checks run in .venv-infra (infra/check.sh)")
 
-from tests.infra import azure_types  # noqa: E402
+from tests.infra import azure_types
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -53,13 +53,23 @@ def test_a_misspelt_property_fails(tmp_path: Path, library: azure_types.TypeLibr
 
 
 def test_a_misspelt_nested_property_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
-    folder = mutated(tmp_path, "app/api.bicep", "        instanceMemoryMB: instanceMemoryMB", "        instanceMemoryMb: instanceMemoryMB")
+    folder = mutated(
+        tmp_path,
+        "app/api.bicep",
+        "        instanceMemoryMB: instanceMemoryMB",
+        "        instanceMemoryMb: instanceMemoryMB",
+    )
     found = messages(folder, library)
     assert any("scaleAndConcurrency.instanceMemoryMb: wrong case: Azure calls it instanceMemoryMB" in m for m in found)
 
 
 def test_a_non_existent_api_version_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
-    folder = mutated(tmp_path, "app/keyvault.bicep", "Microsoft.KeyVault/vaults@2023-07-01' = {", "Microsoft.KeyVault/vaults@2023-07-31' = {")
+    folder = mutated(
+        tmp_path,
+        "app/keyvault.bicep",
+        "Microsoft.KeyVault/vaults@2023-07-01' = {",
+        "Microsoft.KeyVault/vaults@2023-07-31' = {",
+    )
     found = messages(folder, library)
     assert any("vault: Microsoft.KeyVault/vaults has no API version 2023-07-31" in m for m in found), found
 
@@ -67,7 +77,10 @@ def test_a_non_existent_api_version_fails(tmp_path: Path, library: azure_types.T
 def test_an_unknown_closed_enum_value_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
     folder = mutated(tmp_path, "app/storage.bicep", "publicAccess: 'None'", "publicAccess: 'Private'")
     found = messages(folder, library)
-    assert any("properties.publicAccess: 'Private' is not one of the allowed values 'Blob', 'Container', 'None'" in m for m in found)
+    assert any(
+        "properties.publicAccess: 'Private' is not one of the allowed values 'Blob', 'Container', 'None'" in m
+        for m in found
+    )
 
 
 def test_an_unknown_value_of_an_open_enum_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
@@ -77,17 +90,23 @@ def test_an_unknown_value_of_an_open_enum_fails(tmp_path: Path, library: azure_t
 
 def test_a_parameter_whose_allowed_values_azure_refuses_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
     folder = mutated(tmp_path, "app/storage.bicep", "  'Standard_RAGRS'\n", "  'Standard_RAGRS'\n  'Standard_XRS'\n")
-    assert any("account.sku.name: 'Standard_XRS' is not one of the known values" in m for m in messages(folder, library))
+    assert any(
+        "account.sku.name: 'Standard_XRS' is not one of the known values" in m for m in messages(folder, library)
+    )
 
 
 def test_a_read_only_property_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
-    folder = mutated(tmp_path, "app/api.bicep", "    httpsOnly: true", "    httpsOnly: true\n    defaultHostName: 'x.example.com'")
+    folder = mutated(
+        tmp_path, "app/api.bicep", "    httpsOnly: true", "    httpsOnly: true\n    defaultHostName: 'x.example.com'"
+    )
     assert any("properties.defaultHostName: read-only property" in m for m in messages(folder, library))
 
 
 def test_a_string_longer_than_azure_allows_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
     # The action group's short name is bounded in the definitions: at most 12 characters.
-    folder = mutated(tmp_path, "app/alerts.bicep", "groupShortName: 'hunterd365'", "groupShortName: 'hunter-d365-operators'")
+    folder = mutated(
+        tmp_path, "app/alerts.bicep", "groupShortName: 'hunterd365'", "groupShortName: 'hunter-d365-operators'"
+    )
     assert any("groupShortName: 'hunter-d365-operators' is longer than 12" in m for m in messages(folder, library))
 
 

@@ -578,7 +578,9 @@ def bicep_integer(node: Any, variables: dict[str, Any], known: dict[str, int]) -
     operator = node["operator"]
     assert operator["type"] == "divide", f"unexpected operator {operator['type']}"
     operands = operator["operands"]
-    return bicep_integer(operands["operand_1"], variables, known) // bicep_integer(operands["operand_2"], variables, known)
+    return bicep_integer(operands["operand_1"], variables, known) // bicep_integer(
+        operands["operand_2"], variables, known
+    )
 
 
 def queue_settings(instances: int, budget: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("pycep", reason="the infra checks run in .venv-infra (infra/check.sh)")
 
-from tests.infra import kql_queries  # noqa: E402
+from tests.infra import kql_queries
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -76,7 +76,9 @@ def test_a_mutated_alert_query_fails(tmp_path: Path) -> None:
     alerts = copy / "app" / "alerts.bicep"
     text = alerts.read_text(encoding="utf-8")
     assert text.count("| project timestamp, delta") == 1
-    alerts.write_text(text.replace("| project timestamp, delta", "| project timestamp, delta, severity"), encoding="utf-8")
+    alerts.write_text(
+        text.replace("| project timestamp, delta", "| project timestamp, delta, severity"), encoding="utf-8"
+    )
     found = errors_in(kql_queries.all_queries(copy))
     assert any(error.startswith("alerts.bicep:poisonBacklogAlert[0]:") and "KS142" in error for error in found), found
 

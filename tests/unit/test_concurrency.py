@@ -64,7 +64,9 @@ def test_few_instances_share_the_budget_and_the_batch_size_is_capped() -> None:
         (44, 45, "HUNTER_D365_MAX_INSTANCES"),
     ],
 )
-def test_impossible_configurations_are_refused_with_the_setting_named(budget: int, instances: int, setting: str) -> None:
+def test_impossible_configurations_are_refused_with_the_setting_named(
+    budget: int, instances: int, setting: str
+) -> None:
     with pytest.raises(ConfigError, match=setting):
         plan(budget, instances)
 
