@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Offline checks of infra/ — no Bicep CLI, no Azure, no network beyond the package registry:
-#   1. structure tests: tests/infra, pytest + pycep-parser (security properties, role GUIDs, app
-#      settings derived from shared/config.py, the Dataverse concurrency budget, alerts, workbook)
-#   2. checkov --framework bicep --skip-download (every skip is an inline comment with its reason,
+# Offline checks of infra/ — no Bicep CLI, no Azure, no network beyond the package registries:
+#   1. types: every resource, API version and property against Azure's generated type definitions
+#      (Azure/bicep-types-az, committed under tests/infra/types) - tests/infra/azure_types.py
+#   2. KQL: every alert and workbook query through Microsoft's Kusto language service
+#      (@kusto/language-service-next on Node) against the classic Application Insights tables -
+#      tests/infra/kql_queries.py
+#   3. structure and mutation tests: tests/infra, pytest + pycep-parser (security properties, role
+#      GUIDs, app settings derived from shared/, the Dataverse concurrency budget, alerts, workbook;
+#      mutated copies that each validator must fail)
+#   4. checkov --framework bicep --skip-download (every skip is an inline comment with its reason,
 #      listed again in docs/deploy.md)
-# The tools live in their own venv, .venv-infra, installed from requirements-infra.txt on first use
-# and again whenever that file changes. Run from anywhere: infra/check.sh
-# Exit status 0 only when both parts pass.
+# The Python tools live in their own venv, .venv-infra, installed from requirements-infra.txt on
+# first use and again whenever that file changes; the npm package comes from package.json into
+# node_modules (as `make setup` installs it). Run from anywhere: infra/check.sh
+# Exit status 0 only when every part passes.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,10 +54,40 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; 
   echo "$WANT" >"$STAMP"
 fi
 
+# The Kusto language service, pinned in package.json (installed with Azurite, like `make setup`).
+if ! command -v node >/dev/null 2>&1; then
+  echo "infra-check: needs Node (node on PATH) for the KQL check" >&2
+  exit 2
+fi
+if [ ! -f node_modules/@kusto/language-service-next/package.json ]; then
+  echo "==> npm packages into node_modules (package.json)"
+  if ! npm install --silent --no-audit --no-fund --no-package-lock >"$VENV/npm.log" 2>&1; then
+    tail -n 20 "$VENV/npm.log" >&2
+    echo "infra-check: could not install package.json (full log: $VENV/npm.log)" >&2
+    exit 2
+  fi
+fi
+
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# --- 1. structure tests -----------------------------------------------------------------------
+# --- 1. types ----------------------------------------------------------------------------------
+echo "==> types (Azure/bicep-types-az definitions, tests/infra/types)"
+set +e
+"$VENV/bin/python" tests/infra/azure_types.py infra | tee "$WORK/types.txt"
+TYPES_STATUS=${PIPESTATUS[0]}
+set -e
+TYPES_LINE="$(tail -n 1 "$WORK/types.txt")"
+
+# --- 2. KQL ------------------------------------------------------------------------------------
+echo "==> KQL (Kusto language service, classic Application Insights tables)"
+set +e
+"$VENV/bin/python" tests/infra/kql_queries.py infra | tee "$WORK/kql.txt"
+KQL_STATUS=${PIPESTATUS[0]}
+set -e
+KQL_LINE="$(tail -n 1 "$WORK/kql.txt")"
+
+# --- 3. structure tests -----------------------------------------------------------------------
 echo "==> structure tests (tests/infra)"
 # --confcutdir keeps pytest from loading tests/conftest.py, which imports the app's local stack.
 set +e
@@ -60,7 +97,7 @@ PYTEST_STATUS=${PIPESTATUS[0]}
 set -e
 TESTS_LINE="$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)' "$WORK/pytest.txt" | tail -n 1 | tr -d '=' | sed 's/^ *//; s/ *$//')"
 
-# --- 2. checkov -------------------------------------------------------------------------------
+# --- 4. checkov -------------------------------------------------------------------------------
 echo "==> checkov (bicep, offline)"
 set +e
 CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE \
@@ -98,9 +135,11 @@ PY
 
 # --- summary ----------------------------------------------------------------------------------
 ELAPSED=$((SECONDS - STARTED))
+echo "infra-check: types: ${TYPES_LINE:-no result}"
+echo "infra-check: KQL: ${KQL_LINE:-no result}"
 echo "infra-check: structure tests: ${TESTS_LINE:-no result}"
 echo "infra-check: checkov: ${SUMMARY#* } (skips explained inline and in docs/deploy.md)"
-if [ "$PYTEST_STATUS" -ne 0 ] || [ "$CHECKOV_STATUS" -ne 0 ] || [ "${SUMMARY%% *}" != "OK" ]; then
+if [ "$TYPES_STATUS" -ne 0 ] || [ "$KQL_STATUS" -ne 0 ] || [ "$PYTEST_STATUS" -ne 0 ] || [ "$CHECKOV_STATUS" -ne 0 ] || [ "${SUMMARY%% *}" != "OK" ]; then
   echo "infra-check: FAILED after ${ELAPSED}s" >&2
   exit 1
 fi

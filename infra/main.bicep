@@ -113,31 +113,36 @@ param httpTimeoutSeconds int = 30
 // Only the queue worker calls the Dataverse Web API (the HTTP routes read and write Storage; the
 // readiness probe asks Entra ID for a token, which is not a Dataverse request). On Flex Consumption
 // the worker is its own per-function scale group, and maximumInstanceCount caps the on-demand
-// instances of each group. One instance runs at most batchSize + newBatchThreshold messages at once,
-// and each message makes its Dataverse calls one after another, so:
+// instances of each group.
 //
-//   concurrent Dataverse requests <= maximumInstanceCount x (queueBatchSize + queueNewBatchThreshold)
-//   defaults:                         3 x (8 + 4) = 36   (16 to spare under 52 for the smoke test,
-//                                                          an instance still draining, other tools)
-//   worst case the bounds allow:      4 x (8 + 4) = 48   (still under 52)
+// The lowest cap a region accepts has varied while Flex Consumption rolled out: 40 in one version
+// of Microsoft's page, 1 in a later one (MicrosoftDocs/azure-docs
+// articles/azure-functions/event-driven-scaling.md, "Limit scale-out"). So the default is 40, which
+// every region accepts, and instead of few instances with many messages each, every instance takes
+// an equal share of the budget (shared/concurrency.py does the same arithmetic in the app):
 //
+//   per instance  = max(1, dataverseConcurrencyBudget / maximumInstanceCount)   (whole division)
+//   queue trigger : batchSize = min(per instance, 32), newBatchThreshold = 0
+//   in flight    <= running instances x per instance
+//   defaults:        40 x 1 = 40    (12 to spare under 52; budget 44 leaves 8 for the smoke test,
+//                                    an operator's script, an instance still draining)
+//
+// One request per instance is the floor, so the 52 hold while up to 52 instances run - 12 more
+// than configured, should the platform overshoot the cap. maximumInstanceCount <= 52 keeps every
+// allowed value within the limit: 52 x 1 = 52. Fewer instances where the region allows it: each
+// gets more, 4 instances x 11 = 44.
 // No always-ready instances are configured: they would not count toward maximumInstanceCount.
-// tests/infra checks this arithmetic against the parameter bounds below; docs/deploy.md explains it.
+// tests/infra checks this arithmetic against shared/concurrency.py; docs/deploy.md explains it.
 
 @minValue(1)
-@maxValue(4)
-@description('On-demand instances per scale group (Flex Consumption accepts 1-1000). Bounded so that the worker cannot exceed the Dataverse concurrency budget.')
-param maximumInstanceCount int = 3
+@maxValue(52)
+@description('On-demand instances per scale group. 40 deploys in every region (some accept fewer); at most 52, one Dataverse request each.')
+param maximumInstanceCount int = 40
 
 @minValue(1)
-@maxValue(8)
-@description('Queue messages one instance fetches at once (host.json extensions.queues.batchSize, set here as an app setting so Azure never depends on the local file).')
-param queueBatchSize int = 8
-
-@minValue(0)
-@maxValue(4)
-@description('In-flight count below which an instance fetches the next batch (host.json extensions.queues.newBatchThreshold).')
-param queueNewBatchThreshold int = 4
+@maxValue(52)
+@description('Concurrent Dataverse requests the worker may use in total, of the 52 Dataverse allows per application user; split evenly over maximumInstanceCount instances.')
+param dataverseConcurrencyBudget int = 44
 
 @description('Memory of one instance in MB (Flex Consumption sizes).')
 @allowed([
@@ -292,9 +297,8 @@ module api 'app/api.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultUri: keyVault.outputs.uri
     maximumInstanceCount: maximumInstanceCount
+    dataverseConcurrencyBudget: dataverseConcurrencyBudget
     instanceMemoryMB: instanceMemoryMB
-    queueBatchSize: queueBatchSize
-    queueNewBatchThreshold: queueNewBatchThreshold
     hunterUiOrigin: hunterUiOrigin
     d365Enabled: d365Enabled
     d365BaseUrl: d365BaseUrl

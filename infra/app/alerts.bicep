@@ -6,6 +6,12 @@
 // maxDequeueCount) minus the ones d365_poison_replayed sent back. docs/deploy.md names a periodic
 // poison-depth metric emitted by the app as the better signal, for later.
 //
+// Sampling: the host samples the traces it sends (host.json logging.applicationInsights.samplingSettings),
+// its "Message has reached MaxDequeueCount" line included - and bursts, when the poison queue fills,
+// are exactly when adaptive sampling keeps the fewest. A kept record carries itemCount, the number of
+// events it stands for (Microsoft: Application Insights "Sampling", "itemCount"), so both rules sum
+// itemCount instead of counting rows; unsampled records have itemCount 1.
+//
 // Each event may reach `traces` twice: once through OpenTelemetry (fields in customDimensions) and
 // once through the host's own forwarding of worker logs (message only). The queries count only the
 // copy that carries a field the app always sets on that event (reason on d365_push_failed,
@@ -57,7 +63,7 @@ var failedPushesQuery = '''
 traces
 | where message == "d365_push_failed" and isnotempty(customDimensions.reason)
 | extend reason = tostring(customDimensions.reason), error_code = tostring(customDimensions.error_code)
-| project timestamp, reason, error_code, status_code = tostring(customDimensions.status_code), domain = tostring(customDimensions.domain)
+| project timestamp, reason, error_code, status_code = tostring(customDimensions.status_code), domain = tostring(customDimensions.domain), pushes = itemCount
 '''
 
 // +1 for every message that went to the poison queue, minus what the replay endpoint moved back.
@@ -69,7 +75,7 @@ traces
     or (message == "d365_push_rejected" and tostring(customDimensions.source) == "queue")
     or (message startswith "Message has reached MaxDequeueCount" and message contains "'__POISON_QUEUE__'")
     or (message == "d365_poison_replayed" and isnotempty(customDimensions.replayed))
-| extend delta = iff(message == "d365_poison_replayed", -toint(customDimensions.replayed), 1)
+| extend delta = iff(message == "d365_poison_replayed", -toint(customDimensions.replayed), 1) * itemCount
 | project timestamp, delta
 '''
 var poisonBacklogQuery = replace(poisonBacklogQueryTemplate, '__POISON_QUEUE__', poisonQueueName)
@@ -93,7 +99,8 @@ resource failedPushesAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' =
       allOf: [
         {
           query: failedPushesQuery
-          timeAggregation: 'Count'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'pushes'
           dimensions: [
             {
               name: 'reason'

@@ -25,8 +25,12 @@ param enableQueue bool = true
 param enableTable bool = true
 
 @minValue(1)
-@maxValue(4)
-param maximumInstanceCount int = 3
+@maxValue(52)
+param maximumInstanceCount int = 40
+
+@minValue(1)
+@maxValue(52)
+param dataverseConcurrencyBudget int = 44
 
 @allowed([
   512
@@ -34,14 +38,6 @@ param maximumInstanceCount int = 3
   4096
 ])
 param instanceMemoryMB int = 2048
-
-@minValue(1)
-@maxValue(8)
-param queueBatchSize int = 8
-
-@minValue(0)
-@maxValue(4)
-param queueNewBatchThreshold int = 4
 
 param hunterUiOrigin string = ''
 
@@ -80,6 +76,13 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
+// The Dataverse budget split over the instances (main.bicep; shared/concurrency.py does the same):
+// with newBatchThreshold 0 an instance runs at most batchSize messages at once, each making its
+// Dataverse calls one after another. Bicep's `/` on integers is whole division.
+var perInstanceConcurrency = max(1, dataverseConcurrencyBudget / maximumInstanceCount)
+var queueBatchSize = min(perInstanceConcurrency, 32)
+var queueNewBatchThreshold = 0
+
 // Identity-based AzureWebJobsStorage: no connection string, no key. The code reads the queue and
 // table URIs and the client id too (shared/storage.py), for the push, poison and results queues
 // and the state table.
@@ -98,6 +101,9 @@ var hunterSettings = {
   // Queue trigger concurrency in Azure, whatever host.json says locally (the Dataverse budget).
   AzureFunctionsJobHost__extensions__queues__batchSize: '${queueBatchSize}'
   AzureFunctionsJobHost__extensions__queues__newBatchThreshold: '${queueNewBatchThreshold}'
+  // The same budget for the app's own bound on Dataverse calls per instance (shared/concurrency.py).
+  HUNTER_D365_MAX_INSTANCES: '${maximumInstanceCount}'
+  HUNTER_D365_CONCURRENCY_BUDGET: '${dataverseConcurrencyBudget}'
   HUNTER_D365_ENABLED: d365Enabled ? 'true' : 'false'
   HUNTER_D365_BASE_URL: d365BaseUrl
   HUNTER_D365_AUTH_MODE: d365AuthMode
@@ -183,8 +189,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           }
         }
       }
-      // Dataverse budget (main.bicep): maximumInstanceCount x (queueBatchSize + queueNewBatchThreshold)
-      // = 3 x (8 + 4) = 36 concurrent requests by default, 48 at the parameter bounds; the limit is 52.
+      // Dataverse budget (main.bicep): maximumInstanceCount x per-instance share = 40 x 1 = 40
+      // concurrent requests by default, 52 x 1 = 52 at the parameter bounds; the limit is 52.
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
@@ -199,9 +205,16 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 
 // Basic (user name + password) publishing is off for FTP and for the deployment endpoint: azd and
 // the Azure CLI deploy with Entra ID tokens.
+//
+// `location` is not in this type's generated definition (so Bicep would warn BCP037), yet ARM has
+// answered "The parameter location has an invalid value" without it in several API versions:
+// Azure/bicep-types-az issues #1317, #1504, #1526 and Azure/bicep #5531. Microsoft's verified module
+// sets it too (Azure/bicep-registry-modules avm/res/web/site/basic-publishing-credentials-policy).
 resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'ftp'
+  #disable-next-line BCP037 ARM wants the site's location here although the type definition omits it (see above)
+  location: location
   properties: {
     allow: false
   }
@@ -210,6 +223,8 @@ resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
 resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
   name: 'scm'
+  #disable-next-line BCP037 ARM wants the site's location here although the type definition omits it (see above)
+  location: location
   properties: {
     allow: false
   }

@@ -221,7 +221,7 @@ def site() -> dict[str, Any]:
 
 SETTING_READ = re.compile(
     r"""(?:\benv|os\.environ)\.get\(\s*"(?P<get>[A-Za-z_][A-Za-z0-9_]*)"""
-    r"""|\b_(?:flag|number|https_url)\(\s*env\s*,\s*"(?P<helper>[A-Za-z_][A-Za-z0-9_]*)"""
+    r"""|\b_(?:flag|number|https_url|whole)\(\s*env\s*,\s*"(?P<helper>[A-Za-z_][A-Za-z0-9_]*)"""
     r"""|os\.getenv\(\s*"(?P<getenv>[A-Za-z_][A-Za-z0-9_]*)"""
 )
 
@@ -559,21 +559,64 @@ def test_log_analytics_and_application_insights_refuse_local_auth() -> None:
     assert insights["IngestionMode"] == "LogAnalytics"
 
 
+def bicep_integer(node: Any, variables: dict[str, Any], known: dict[str, int]) -> int:
+    """Evaluates the integer arithmetic api.bicep uses for the queue settings: literals, parameters
+    (from `known`), variables, max(), min() and whole division."""
+    if isinstance(node, bool):
+        raise AssertionError(f"not an integer: {node!r}")
+    if isinstance(node, int):
+        return node
+    if isinstance(node, str):
+        if node in known:
+            return known[node]
+        return bicep_integer(variables[node]["value"], variables, known)
+    if "function" in node:
+        name = node["function"]["type"]
+        arguments = [bicep_integer(arg, variables, known) for arg in node["function"]["parameters"].values()]
+        assert name in ("max", "min"), f"unexpected function {name}()"
+        return max(arguments) if name == "max" else min(arguments)
+    operator = node["operator"]
+    assert operator["type"] == "divide", f"unexpected operator {operator['type']}"
+    operands = operator["operands"]
+    return bicep_integer(operands["operand_1"], variables, known) // bicep_integer(
+        operands["operand_2"], variables, known
+    )
+
+
+def queue_settings(instances: int, budget: int) -> tuple[int, int]:
+    """(batchSize, newBatchThreshold) as api.bicep derives them for these parameter values."""
+    variables = bicep("app/api.bicep")["variables"]
+    known = {"maximumInstanceCount": instances, "dataverseConcurrencyBudget": budget}
+    return (
+        bicep_integer("queueBatchSize", variables, known),
+        bicep_integer("queueNewBatchThreshold", variables, known),
+    )
+
+
 def test_concurrency_stays_under_the_dataverse_budget() -> None:
     """Only the queue worker calls Dataverse; it is its own scale group on Flex Consumption, capped
     at maximumInstanceCount on-demand instances, each running batchSize + newBatchThreshold."""
     for relative in ("main.bicep", "app/api.bicep"):
         params = bicep(relative)["parameters"]
-        instances, batch, threshold = (
-            params[name] for name in ("maximumInstanceCount", "queueBatchSize", "queueNewBatchThreshold")
-        )
-        worst = decorator(instances, "max_value") * (decorator(batch, "max_value") + decorator(threshold, "max_value"))
-        assert worst < DATAVERSE_CONCURRENCY_LIMIT, f"{relative}: the parameter bounds allow {worst}"
-        default = instances["default"] * (batch["default"] + threshold["default"])
-        assert default <= DATAVERSE_CONCURRENCY_LIMIT - DEFAULT_HEADROOM, f"{relative}: the defaults allow {default}"
+        instances, budget = params["maximumInstanceCount"], params["dataverseConcurrencyBudget"]
+        assert decorator(budget, "max_value") <= DATAVERSE_CONCURRENCY_LIMIT
         assert decorator(instances, "min_value") >= 1
+        assert decorator(instances, "max_value") <= DATAVERSE_CONCURRENCY_LIMIT, "one request each must fit"
+        # The default deploys in every region: 40 is the lowest cap every version of Microsoft's
+        # page has accepted (event-driven-scaling.md, "Limit scale-out").
+        assert instances["default"] == 40
+        assert budget["default"] <= DATAVERSE_CONCURRENCY_LIMIT - DEFAULT_HEADROOM
+        for count in range(1, decorator(instances, "max_value") + 1):
+            for share in range(1, decorator(budget, "max_value") + 1):
+                batch, threshold = queue_settings(count, share)
+                per_instance = batch + threshold
+                assert per_instance >= 1 and batch <= 32
+                if count <= share:
+                    assert count * per_instance <= share, (count, share)
+                else:  # more instances than budget: one request each, still within the 52
+                    assert count * per_instance <= DATAVERSE_CONCURRENCY_LIMIT, (count, share)
     api = module_params("api")
-    for name in ("maximumInstanceCount", "queueBatchSize", "queueNewBatchThreshold", "instanceMemoryMB"):
+    for name in ("maximumInstanceCount", "dataverseConcurrencyBudget", "instanceMemoryMB"):
         assert api[name] == name
     scale = site()["properties"]["functionAppConfig"]["scaleAndConcurrency"]
     # No always-ready instances: they would not count toward maximumInstanceCount.
@@ -581,20 +624,36 @@ def test_concurrency_stays_under_the_dataverse_budget() -> None:
     settings = app_settings()
     assert settings["AzureFunctionsJobHost__extensions__queues__batchSize"] == "${queueBatchSize}"
     assert settings["AzureFunctionsJobHost__extensions__queues__newBatchThreshold"] == "${queueNewBatchThreshold}"
+    assert settings["HUNTER_D365_MAX_INSTANCES"] == "${maximumInstanceCount}"
+    assert settings["HUNTER_D365_CONCURRENCY_BUDGET"] == "${dataverseConcurrencyBudget}"
+
+
+def test_bicep_and_the_app_split_the_budget_the_same_way() -> None:
+    """shared/concurrency.py (the app's own bound) and api.bicep (the queue settings) agree."""
+    concurrency = pytest.importorskip("shared.concurrency")
+    params = bicep("main.bicep")["parameters"]
+    defaults = (params["maximumInstanceCount"]["default"], params["dataverseConcurrencyBudget"]["default"])
+    assert defaults == (concurrency.DEFAULT_MAX_INSTANCES, concurrency.DEFAULT_BUDGET)
+    for budget in range(1, DATAVERSE_CONCURRENCY_LIMIT + 1):
+        for instances in range(1, budget + 1):
+            share = concurrency.plan(budget, instances)
+            assert queue_settings(instances, budget) == (share.queue_batch_size, share.queue_new_batch_threshold)
 
 
 def test_concurrency_arithmetic_is_written_down_with_the_current_numbers() -> None:
     params = bicep("main.bicep")["parameters"]
-    names = ("maximumInstanceCount", "queueBatchSize", "queueNewBatchThreshold")
-    default = [params[name]["default"] for name in names]
-    worst = [decorator(params[name], "max_value") for name in names]
-    for values in (default, worst):
-        sum_part = f"({values[1]} + {values[2]})"
-        total = values[0] * (values[1] + values[2])
+    instances, budget = params["maximumInstanceCount"], params["dataverseConcurrencyBudget"]
+    cases = [
+        (instances["default"], budget["default"]),
+        (decorator(instances, "max_value"), decorator(budget, "max_value")),
+    ]
+    for count, share in cases:
+        batch, threshold = queue_settings(count, share)
+        total = count * (batch + threshold)
         for document in (INFRA / "main.bicep", ROOT / "docs" / "deploy.md"):
             text = document.read_text(encoding="utf-8")
-            assert re.search(rf"{values[0]}\s*[x×]\s*{re.escape(sum_part)}\s*=\s*{total}\b", text), (
-                f"{document.name} must show {values[0]} x {sum_part} = {total}"
+            assert re.search(rf"\b{count}\s*[x×]\s*{batch + threshold}\s*=\s*{total}\b", text), (
+                f"{document.name} must show {count} x {batch + threshold} = {total}"
             )
 
 

@@ -1,0 +1,94 @@
+"""Every alert and workbook query passes Microsoft's Kusto language service; broken ones do not.
+
+Runs tests/infra/kql_queries.py (Node + @kusto/language-service-next from package.json) on the real
+queries and on changed copies of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pycep", reason="the infra checks run in .venv-infra (infra/check.sh)")
+
+from tests.infra import kql_queries
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+
+
+def errors_in(queries: list[kql_queries.Query]) -> list[str]:
+    return [str(error) for error in kql_queries.check(queries)]
+
+
+def test_every_query_parses_and_binds_against_the_classic_tables() -> None:
+    queries = kql_queries.all_queries(INFRA)
+    assert {query.id for query in queries} >= {
+        "alerts.bicep:failedPushesAlert[0]",
+        "alerts.bicep:poisonBacklogAlert[0]",
+        "workbook.json:poison-flow",
+        "workbook.json:dataverse-dependencies",
+    }
+    assert len(queries) == 11
+    for query in queries:
+        assert "__POISON_QUEUE__" not in query.text and "{TimeRange" not in query.text, query.id
+    assert errors_in(queries) == []
+
+
+def test_the_kind_column_before_the_fix_fails_with_ks228() -> None:
+    """The workbook's poison query as it was: `kind` unbracketed."""
+    fixed = next(query for query in kql_queries.workbook_queries(INFRA) if query.id == "workbook.json:poison-flow")
+    assert "['kind']" in fixed.text
+    original = kql_queries.Query("poison-flow (unfixed)", fixed.text.replace("['kind']", "kind"))
+    found = errors_in([original])
+    assert found and all(" KS228 " in error for error in found), found
+    assert any("The name 'kind' needs to be bracketed as ['kind']" in error for error in found)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "code"),
+    [
+        ("customDimensions.replayed", "customDimension.replayed", "KS142"),  # unknown column
+        ("| summarize messages = sum(messages)", "| summarize messages = summ(messages)", "KS"),  # unknown function
+        ("bin(timestamp, 1h)", "bin(timestamp, 1h", "KS"),  # syntax
+    ],
+)
+def test_a_mutated_workbook_query_fails(tmp_path: Path, old: str, new: str, code: str) -> None:
+    copy = tmp_path / "infra"
+    shutil.copytree(INFRA, copy)
+    workbook = json.loads((copy / "workbook.json").read_text(encoding="utf-8"))
+    tile = next(item for item in workbook["items"] if item.get("name") == "poison-flow")
+    query = tile["content"]["query"].replace("{TimeRange:grain}", "1h")
+    assert old in query, old
+    tile["content"]["query"] = query.replace(old, new, 1)
+    (copy / "workbook.json").write_text(json.dumps(workbook), encoding="utf-8")
+    found = errors_in(kql_queries.all_queries(copy))
+    assert found and all(error.startswith("workbook.json:poison-flow:") for error in found), found
+    assert any(f" {code}" in error for error in found), found
+
+
+def test_a_mutated_alert_query_fails(tmp_path: Path) -> None:
+    copy = tmp_path / "infra"
+    shutil.copytree(INFRA, copy)
+    alerts = copy / "app" / "alerts.bicep"
+    text = alerts.read_text(encoding="utf-8")
+    assert text.count("| project timestamp, delta") == 1
+    alerts.write_text(
+        text.replace("| project timestamp, delta", "| project timestamp, delta, severity"), encoding="utf-8"
+    )
+    found = errors_in(kql_queries.all_queries(copy))
+    assert any(error.startswith("alerts.bicep:poisonBacklogAlert[0]:") and "KS142" in error for error in found), found
+
+
+def test_poison_counts_sum_item_count_so_sampling_cannot_hide_a_burst() -> None:
+    """The host samples its traces (host.json), the MaxDequeueCount line among them."""
+    poison = [q for q in kql_queries.all_queries(INFRA) if "MaxDequeueCount" in q.text]
+    assert {q.id for q in poison} == {"alerts.bicep:poisonBacklogAlert[0]", "workbook.json:poison-flow"}
+    for query in poison:
+        assert "* itemCount" in query.text, query.id
+    for query in kql_queries.all_queries(INFRA):
+        if query.text.lstrip().startswith("traces"):
+            assert not re.search(r"\bcount\(\)", query.text), f"{query.id} counts rows of sampled traces"
