@@ -18,7 +18,8 @@ and because one request per instance is the floor, the limit holds while the pla
 formula; `tests/infra` checks that the two agree. The app bounds its own Dataverse calls with the
 same number: one process-wide semaphore of `per_instance` slots around each Dataverse request.
 
-Settings (set by the deployment; both optional, with the deployment's defaults):
+Settings (set by the deployment; both optional: unset, the budget is 44 and the app is taken to be
+one process on its own, which may use all of it):
     HUNTER_D365_MAX_INSTANCES       the configured maximumInstanceCount
     HUNTER_D365_CONCURRENCY_BUDGET  concurrent Dataverse requests this app may use, 1-52
 """
@@ -35,6 +36,9 @@ DATAVERSE_CONCURRENT_REQUEST_LIMIT = 52
 # smoke test, an operator's script, an instance still draining after scale-in.
 DEFAULT_BUDGET = 44
 DEFAULT_MAX_INSTANCES = 40
+# With HUNTER_D365_MAX_INSTANCES unset the app is one process on its own (`make run`, the tests, a
+# laptop): it takes the whole budget. The deployment always sets the setting.
+UNSET_MAX_INSTANCES = 1
 # host.json extensions.queues.batchSize accepts at most 32.
 QUEUE_BATCH_SIZE_MAX = 32
 
@@ -92,7 +96,7 @@ def plan_from_env(env: Mapping[str, str]) -> ConcurrencyPlan:
 
     Raises ConfigError for a value that is not a whole number or is out of range."""
     budget = _whole(env, "HUNTER_D365_CONCURRENCY_BUDGET", DEFAULT_BUDGET)
-    instances = _whole(env, "HUNTER_D365_MAX_INSTANCES", DEFAULT_MAX_INSTANCES)
+    instances = _whole(env, "HUNTER_D365_MAX_INSTANCES", UNSET_MAX_INSTANCES)
     return plan(budget, instances)
 
 

@@ -93,6 +93,7 @@ class Settings:
     claim_retry_seconds: float
     verify_ttl_seconds: float
     http_timeout_seconds: float
+    dataverse_concurrency: int
     queue_name: str
     poison_queue_name: str
     results_queue_name: str
@@ -118,6 +119,8 @@ class Settings:
                 "HUNTER_D365_CLIENT_SECRET: holds an unresolved Key Vault reference; check the app's "
                 "identity has 'Key Vault Secrets User' on the vault and the secret name is right"
             )
+        from shared.concurrency import plan_from_env  # concurrency imports ConfigError from here
+
         queue = env.get("HUNTER_D365_QUEUE", "d365-lead-push").strip() or "d365-lead-push"
         settings = cls(
             enabled=_flag(env, "HUNTER_D365_ENABLED", True),
@@ -141,6 +144,7 @@ class Settings:
             claim_retry_seconds=_number(env, "HUNTER_D365_CLAIM_RETRY_SECONDS", 5.0),
             verify_ttl_seconds=_number(env, "HUNTER_D365_VERIFY_TTL_SECONDS", 3600.0),
             http_timeout_seconds=_number(env, "HUNTER_D365_HTTP_TIMEOUT_SECONDS", 30.0, 0.1),
+            dataverse_concurrency=plan_from_env(env).per_instance,
             queue_name=queue,
             poison_queue_name=f"{queue}-poison",
             results_queue_name=env.get("HUNTER_D365_RESULTS_QUEUE", "d365-lead-push-results").strip()

@@ -56,6 +56,7 @@ def build_services(settings: Settings) -> Services:
         session,
         settings.api_version,
         settings.http_timeout_seconds,
+        settings.dataverse_concurrency,
     )
     store = StateStore(state_table(settings), settings.claim_lease_seconds)
     return Services(settings=settings, dataverse=client, state=store, queues=Queues(settings))

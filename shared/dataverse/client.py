@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,8 +58,11 @@ class DataverseClient:
         session: requests.Session | None = None,
         api_version: str = "v9.2",
         timeout: float = 30.0,
+        max_in_flight: int = 52,
     ) -> None:
-        """
+        """`max_in_flight` bounds the requests this client (the process) has open at once: the
+        instance's share of Dataverse's 52 concurrent requests per user (`shared/concurrency.py`).
+
         Raises:
             ValueError: `base_url` is not https (a bearer token must never travel in clear).
         """
@@ -70,6 +74,7 @@ class DataverseClient:
         self.tokens = tokens
         self._session = session or requests.Session()
         self._timeout = timeout
+        self._slots = threading.BoundedSemaphore(max(1, max_in_flight))
         self.last_latency_ms = 0.0
 
     def _request(

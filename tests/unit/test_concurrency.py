@@ -72,7 +72,7 @@ def test_impossible_configurations_are_refused_with_the_setting_named(
 
 
 def test_settings_are_read_with_the_deployment_defaults() -> None:
-    assert plan_from_env({}) == plan(DEFAULT_BUDGET, DEFAULT_MAX_INSTANCES)
+    assert plan_from_env({}) == plan(DEFAULT_BUDGET, 1)  # one local process: the whole budget
     configured = plan_from_env({"HUNTER_D365_MAX_INSTANCES": "4", "HUNTER_D365_CONCURRENCY_BUDGET": "40"})
     assert configured.per_instance == 10
     with pytest.raises(ConfigError, match="HUNTER_D365_MAX_INSTANCES"):
