@@ -31,7 +31,7 @@ FAST_RETRIES = {
 def push_batch(stack: Stack, domains: list[str]) -> None:
     for start in range(0, len(domains), 1000):
         chunk = [{"domain": d} for d in domains[start : start + 1000]]
-        body = requests.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": chunk}, timeout=120).json()
+        body = stack.http.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": chunk}, timeout=120).json()
         assert body["accepted"] == len(chunk), body
 
 
