@@ -6,15 +6,27 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP_PY := $(VENV)/.installed
 STAMP_NODE := node_modules/.installed
+WORKER_VENV := .venv-worker
+STAMP_WORKER := $(WORKER_VENV)/.installed
 
 .PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check
 
-setup: $(STAMP_PY) $(STAMP_NODE)  ## install Python packages (.venv) and Azurite (node_modules)
+setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_WORKER)  ## install Python packages (.venv, .venv-worker) and Azurite (node_modules)
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
 	@echo "==> Python packages into $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+# Microsoft's Python worker indexing code (azure-functions-runtime declares Python >= 3.13, so it
+# gets its own venv and --ignore-requires-python); the app's requirements first, then the runtime
+# without letting it swap azure-functions 1.x for 2.x.
+$(STAMP_WORKER): requirements.txt requirements-worker.txt
+	@echo "==> Python worker indexing code into $(WORKER_VENV)"
+	@test -x $(WORKER_VENV)/bin/python || $(PYTHON) -m venv $(WORKER_VENV)
+	@$(WORKER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(WORKER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --ignore-requires-python --no-deps -r requirements-worker.txt
 	@touch $@
 
 $(STAMP_NODE): package.json

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,14 @@ from devstack.processes import ROOT, ProcessGroup, simulator_env
 from devstack.simulator import DEFAULT_SECRET
 
 DATAVERSE_ROUTES = ("lead_", "whoami", "metadata")
+# The local host enforces function keys as Azure does: every benchmark host gets this key and every
+# call sends it.
+FUNCTION_KEY = secrets.token_urlsafe(32)
+HTTP = requests.Session()
+HTTP.headers["x-functions-key"] = FUNCTION_KEY
+# The Python worker's pool size that Bicep sets in Azure (PYTHON_THREADPOOL_THREAD_COUNT): the
+# benchmarks run with the value Azure will have, not this machine's min(32, cpus + 4).
+AZURE_THREADPOOL_THREAD_COUNT = "16"
 
 
 class SimAdmin:
@@ -75,6 +84,8 @@ def app_env(connection: str, info: dict[str, Any], **extra: str) -> dict[str, st
             "HUNTER_D365_RESULTS_QUEUE": "bench-results",
             "HUNTER_D365_STATE_TABLE": "benchstate",
             "PYTHONPATH": str(ROOT),
+            "LOCAL_HOST_FUNCTION_KEY": FUNCTION_KEY,
+            "PYTHON_THREADPOOL_THREAD_COUNT": AZURE_THREADPOOL_THREAD_COUNT,
             **extra,
         }
     )
@@ -175,7 +186,7 @@ def throughput(
         HUNTER_D365_MAX_ATTEMPTS="30",
         HUNTER_D365_CLAIM_RETRY_SECONDS="0.5",
         LOG_LEVEL="WARNING",
-        AzureFunctionsJobHost__extensions__queues__maxPollingInterval="200",
+        AzureFunctionsJobHost__extensions__queues__maxPollingInterval="00:00:00.200",
     )
     url, _ = group.host(env)
     run_id = int(time.time())
@@ -185,7 +196,7 @@ def throughput(
     for offset in range(0, len(domains), 1000):
         chunk = [{"domain": d, "company_name": f"Bench {d}"} for d in domains[offset : offset + 1000]]
         t0 = time.perf_counter()
-        response = requests.post(f"{url}/api/v1/d365/push-leads", json={"leads": chunk}, timeout=300)
+        response = HTTP.post(f"{url}/api/v1/d365/push-leads", json={"leads": chunk}, timeout=300)
         elapsed = time.perf_counter() - t0
         body = response.json()
         assert response.status_code == 202 and body["accepted"] == len(chunk), body
@@ -246,7 +257,7 @@ def push_batch(url: str, domains: list[str]) -> float:
     """POST one batch; returns its leads/s."""
     leads = [{"domain": d, "company_name": f"Bench {d}"} for d in domains]
     t0 = time.perf_counter()
-    response = requests.post(f"{url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=300)
+    response = HTTP.post(f"{url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=300)
     elapsed = time.perf_counter() - t0
     body = response.json()
     assert response.status_code == 202 and body["accepted"] == len(leads), body
@@ -310,8 +321,8 @@ def idle_latency(
         time.sleep(2.5)  # longer than maxPollingInterval (2 s): the queue is idle
         domain = f"idle-{int(time.time())}-{i}.example"
         t0 = time.perf_counter()
-        requests.post(f"{url}/api/v1/d365/push-lead", json={"domain": domain}, timeout=30)
-        while requests.get(f"{url}/api/v1/d365/leads/{domain}", timeout=30).json()["status"] != "synced":
+        HTTP.post(f"{url}/api/v1/d365/push-lead", json={"domain": domain}, timeout=30)
+        while HTTP.get(f"{url}/api/v1/d365/leads/{domain}", timeout=30).json()["status"] != "synced":
             time.sleep(0.02)
         seconds.append(time.perf_counter() - t0)
     return {

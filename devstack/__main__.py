@@ -5,12 +5,17 @@ Settings, highest first: the environment, `local.settings.json` Values, the embe
 below. Setting `HUNTER_D365_BASE_URL` (environment or local.settings.json) points the stack at
 another Dataverse: the simulator is then not started, and the credentials, authority host and
 `REQUESTS_CA_BUNDLE` must come from you as well.
+
+The host enforces function keys as Azure does. The local keys are made once and kept in
+`.devstack/keys.json` (or taken from `LOCAL_HOST_MASTER_KEY` / `LOCAL_HOST_FUNCTION_KEY`); they are
+printed at startup and used in the curl lines.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -48,6 +53,21 @@ def file_settings() -> dict[str, str]:
     return {k: str(v) for k, v in json.loads(path.read_text()).get("Values", {}).items()}
 
 
+def local_keys(configured: dict[str, str]) -> dict[str, str]:
+    """The master and host function keys for the local host: configured, else kept in
+    `.devstack/keys.json`, else made now (and kept)."""
+    path = STATE / "keys.json"
+    kept: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    keys = {
+        name: configured.get(name) or kept.get(name) or secrets.token_urlsafe(32)
+        for name in ("LOCAL_HOST_MASTER_KEY", "LOCAL_HOST_FUNCTION_KEY")
+    }
+    STATE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keys))
+    path.chmod(0o600)
+    return keys
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] != ["up"]:
         print("usage: python -m devstack up", file=sys.stderr)
@@ -66,8 +86,12 @@ def main(argv: list[str]) -> int:
 
 def run(stack: ProcessGroup, stopping: threading.Event) -> int:
     # What the user set (local.settings.json, then the environment on top) wins over the defaults.
-    configured = file_settings() | {k: v for k, v in os.environ.items() if k.startswith(("HUNTER_", "AzureWebJobs"))}
+    configured = file_settings() | {
+        k: v for k, v in os.environ.items() if k.startswith(("HUNTER_", "AzureWebJobs", "LOCAL_HOST_"))
+    }
     env = dict(os.environ) | LOCAL_DEFAULTS | configured
+    keys = local_keys(configured)
+    env.update(keys)
     if "AzureWebJobsStorage" not in configured or configured["AzureWebJobsStorage"] == "UseDevelopmentStorage=true":
         env["AzureWebJobsStorage"], ports = stack.azurite()
         say(
@@ -86,22 +110,28 @@ def run(stack: ProcessGroup, stopping: threading.Event) -> int:
         say(f"Dataverse    {configured['HUNTER_D365_BASE_URL']}  (yours; the simulator is not started)")
     url, host = stack.host(env, port=int(os.environ["HOST_PORT"]) if "HOST_PORT" in os.environ else None)
     say(f"Functions    {url}/api  (logs: .devstack/host.log)")
+    function_key, master_key = keys["LOCAL_HOST_FUNCTION_KEY"], keys["LOCAL_HOST_MASTER_KEY"]
+    say(f"Keys         function {function_key}   master {master_key}  (.devstack/keys.json)")
     ready = requests.get(f"{url}/api/healthz/ready", timeout=30).json()
     say(f"Ready check  {json.dumps(ready['checks'])}")
     print(
         f"""
-Push a lead:
-  curl -s -X POST {url}/api/v1/d365/push-lead -H 'Content-Type: application/json' \\
-       -d '{{"domain": "acme.example", "company_name": "Acme", "final_score": 82}}'
+Push a lead (function key in x-functions-key, or ?code=…):
+  curl -s -X POST {url}/api/v1/d365/push-lead -H 'x-functions-key: {function_key}' \\
+       -H 'Content-Type: application/json' -d '{{"domain": "acme.example", "company_name": "Acme", "final_score": 82}}'
 Watch it:
-  curl -s {url}/api/v1/d365/leads/acme.example
+  curl -s '{url}/api/v1/d365/leads/acme.example?code={function_key}'
+Replay the poison queue (ADMIN: the master key only):
+  curl -s -X POST {url}/api/v1/d365/poison/replay -H 'x-functions-key: {master_key}'
 Or push a handful and watch them sync:   make demo
 Leads in the simulated Dataverse:        curl -sk {env["HUNTER_D365_BASE_URL"]}/_admin/leads
 Ctrl-C stops everything.
 """,
         flush=True,
     )
-    (STATE / "stack.json").write_text(json.dumps({"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"]}))
+    (STATE / "stack.json").write_text(
+        json.dumps({"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "function_key": function_key})
+    )
     while not stopping.wait(1):
         if host.poll() is not None:
             say("the host exited; see .devstack/host.log")

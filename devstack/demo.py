@@ -1,7 +1,8 @@
 """`make demo`: push a handful of sample leads through a running `make run` stack and watch their
 status change until each is done, then print a table with the Dynamics links.
 
-Usage: python -m devstack.demo [--url http://127.0.0.1:7071] [--timeout 120]
+Usage: python -m devstack.demo [--url http://127.0.0.1:7071] [--key FUNCTION_KEY] [--timeout 120]
+The function key defaults to the one `make run` wrote to .devstack/stack.json.
 """
 
 from __future__ import annotations
@@ -66,13 +67,16 @@ DONE = {"synced", "error"}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     stack_file = ROOT / ".devstack" / "stack.json"
-    default_url = json.loads(stack_file.read_text())["host_url"] if stack_file.exists() else "http://127.0.0.1:7071"
-    parser.add_argument("--url", default=default_url)
+    stack = json.loads(stack_file.read_text()) if stack_file.exists() else {}
+    parser.add_argument("--url", default=stack.get("host_url", "http://127.0.0.1:7071"))
+    parser.add_argument("--key", default=stack.get("function_key", ""), help="function key (x-functions-key)")
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
     api = f"{args.url}/api/v1/d365"
+    http = requests.Session()
+    http.headers["x-functions-key"] = args.key
     try:
-        response = requests.post(f"{api}/push-leads", json={"leads": SAMPLES}, timeout=30)
+        response = http.post(f"{api}/push-leads", json={"leads": SAMPLES}, timeout=30)
     except requests.ConnectionError:
         print(f"Nothing answers at {args.url}: start the stack with `make run` in another terminal.", file=sys.stderr)
         return 1
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         for domain in domains:
-            states[domain] = requests.get(f"{api}/leads/{domain}", timeout=10).json()
+            states[domain] = http.get(f"{api}/leads/{domain}", timeout=10).json()
             status = str(states[domain]["status"])
             if last.get(domain) != status:
                 print(f"  {time.strftime('%H:%M:%S')}  {domain:<32} {last.get(domain, '-'):>10} → {status}")

@@ -1,6 +1,13 @@
 """The queue trigger: one message in → `pipeline.process`. Bad messages and Dataverse failures
 are handled inside the pipeline (retry by delayed re-enqueue, or the poison queue); an exception
-escapes only when storage itself fails, and then the host's own retry and poison queue apply."""
+escapes only when storage itself fails, and then the host's own retry and poison queue apply.
+
+The trigger declares `dataType: binary`. Without it the Storage Queues extension binds the message
+as a string with a strict UTF-8 decoder (StorageQueueMessageToStringConverter →
+`ToValidUTF8String`), so a body that is not UTF-8 fails the binding before Python runs: five wasted
+invocations, then `-poison`, and the app never records why. Bound as binary the extension hands over
+the raw bytes (StorageQueueMessageToByteArrayConverter → `Body.ToArray()`), and the pipeline rejects
+such a message once as `invalid_encoding`. See docs/local-host.md."""
 
 from __future__ import annotations
 
@@ -15,7 +22,12 @@ logger = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 
-@bp.queue_trigger(arg_name="msg", queue_name="%HUNTER_D365_QUEUE%", connection="AzureWebJobsStorage")
+@bp.queue_trigger(
+    arg_name="msg",
+    queue_name="%HUNTER_D365_QUEUE%",
+    connection="AzureWebJobsStorage",
+    data_type=func.DataType.BINARY,
+)
 def push_worker(msg: func.QueueMessage) -> None:
     """Push the lead in `msg` to Dataverse."""
     result = process(msg.get_body(), get_services())

@@ -1,6 +1,8 @@
 """The end-to-end stack: the local Functions host (a real child process) on Azurite and the
 simulator. Each test starts its own host with its own queue and table names and any settings it
-needs; the host's log lines are kept so tests can assert on events."""
+needs; the host's log lines are kept so tests can assert on events. Function keys are enforced as
+in Azure: `Stack.http` sends the host function key on every call, `Stack.master_headers` carries
+the master key for ADMIN functions (the poison replay)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from secrets import token_urlsafe
 from typing import Any
 
 import pytest
@@ -39,6 +42,12 @@ class Stack:
         self.raw_logs: list[str] = []
         self.responses: list[str] = []
         self.process: subprocess.Popen[str] | None = None
+        self.function_key = env["LOCAL_HOST_FUNCTION_KEY"]
+        self.master_key = env["LOCAL_HOST_MASTER_KEY"]
+        self.master_headers = {"x-functions-key": self.master_key}
+        # Every call through the helper carries the host function key, as Hunter's callers will.
+        self.http = requests.Session()
+        self.http.headers["x-functions-key"] = self.function_key
 
     def start(self) -> Stack:
         self.process = subprocess.Popen(
@@ -94,17 +103,17 @@ class Stack:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
     def push(self, lead: dict[str, Any], **kwargs: Any) -> requests.Response:
-        response = requests.post(f"{self.url}/api/v1/d365/push-lead", json=lead, timeout=30, **kwargs)
+        response = self.http.post(f"{self.url}/api/v1/d365/push-lead", json=lead, timeout=30, **kwargs)
         self.responses.append(response.text)
         return response
 
     def push_batch(self, leads: list[dict[str, Any]]) -> requests.Response:
-        response = requests.post(f"{self.url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=60)
+        response = self.http.post(f"{self.url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=60)
         self.responses.append(response.text)
         return response
 
     def replay(self) -> requests.Response:
-        response = requests.post(f"{self.url}/api/v1/d365/poison/replay", timeout=60)
+        response = requests.post(f"{self.url}/api/v1/d365/poison/replay", headers=self.master_headers, timeout=60)
         self.responses.append(response.text)
         return response
 
@@ -113,7 +122,7 @@ class Stack:
         return {route: n for route, n in self.admin("GET", "counters")["routes"].items() if route != "admin"}
 
     def status(self, domain: str) -> dict[str, Any]:
-        response = requests.get(f"{self.url}/api/v1/d365/leads/{domain}", timeout=30)
+        response = self.http.get(f"{self.url}/api/v1/d365/leads/{domain}", timeout=30)
         self.responses.append(response.text)
         return dict(response.json())
 
@@ -191,11 +200,14 @@ def base_env(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> dict[st
             "HUNTER_D365_MAX_ATTEMPTS": "4",
             "HUNTER_D365_CLAIM_RETRY_SECONDS": "0.5",
             "HUNTER_D365_CLAIM_LEASE_SECONDS": "30",
-            "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "200",
+            # A .NET TimeSpan, as the host binds it ("200" would be 200 days).
+            "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.200",
             "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
             "REQUESTS_CA_BUNDLE": str(sim.bundle_path),
             "SSL_CERT_FILE": str(sim.bundle_path),
             "PYTHONPATH": str(ROOT),
+            "LOCAL_HOST_MASTER_KEY": "local-master-" + token_urlsafe(16),
+            "LOCAL_HOST_FUNCTION_KEY": "local-function-" + token_urlsafe(16),
         }
     )
     return env

@@ -89,7 +89,7 @@ def test_http_bad_input_is_400_with_field_and_nothing_enqueued(
     start_stack: Callable[..., Stack], body: bytes, status: int, error: str, field: str | None
 ) -> None:
     stack = start_stack()
-    response = requests.post(
+    response = stack.http.post(
         f"{stack.url}/api/v1/d365/push-lead", data=body, timeout=30, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == status
@@ -103,7 +103,7 @@ def test_batch_intake_reports_per_item_and_enqueues_the_good_ones(start_stack: C
     stack = start_stack()
     leads: list[object] = [{"domain": f"batch-{i}.example"} for i in range(40)]
     leads += [{"domain": "not a domain"}, {"domain": "batch-0.example"}, "nope"]
-    response = requests.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=60)
+    response = stack.http.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads}, timeout=60)
     assert response.status_code == 202
     body = response.json()
     assert (body["accepted"], body["rejected"]) == (40, 3)
@@ -112,7 +112,7 @@ def test_batch_intake_reports_per_item_and_enqueues_the_good_ones(start_stack: C
     stack.wait_for(lambda: len(stack.sim_leads()) == 40, timeout=60, what="40 leads")
     results = stack.env["HUNTER_D365_RESULTS_QUEUE"]
     stack.wait_for(lambda: stack.queue_length(results) == 40, what="40 outcomes")
-    again = requests.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads[:40]}, timeout=60).json()
+    again = stack.http.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads[:40]}, timeout=60).json()
     skipped = [item for item in again["items"] if item["status"] == "skipped"]
     assert again["accepted"] == 40 and len(skipped) == 40
     assert all(item["reason"] == "already_exists" and item["d365_lead_id"] for item in skipped)
@@ -120,7 +120,7 @@ def test_batch_intake_reports_per_item_and_enqueues_the_good_ones(start_stack: C
 
 def test_batch_over_the_limit_is_refused_whole(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    response = requests.post(
+    response = stack.http.post(
         f"{stack.url}/api/v1/d365/push-leads", json={"leads": [{"domain": "a.com"}] * 1001}, timeout=30
     )
     assert response.status_code == 400 and response.json()["error"] == "too_many_leads"
@@ -140,9 +140,9 @@ def test_disabled_integration_refuses_intake_and_the_worker_defers(start_stack: 
 
 def test_status_of_an_unknown_domain_is_404_not_synced(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    response = requests.get(f"{stack.url}/api/v1/d365/leads/never-seen.example", timeout=10)
+    response = stack.http.get(f"{stack.url}/api/v1/d365/leads/never-seen.example", timeout=10)
     assert response.status_code == 404 and response.json()["status"] == "not_synced"
-    bad = requests.get(f"{stack.url}/api/v1/d365/leads/not_a_domain", timeout=10)
+    bad = stack.http.get(f"{stack.url}/api/v1/d365/leads/not_a_domain", timeout=10)
     assert bad.status_code == 400 and bad.json()["field"] == "domain"
 
 

@@ -1,0 +1,193 @@
+"""The host: indexes the app, wires HTTP, queues and the worker pool, and runs until signalled."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from devstack.host.http import HttpFrontEnd, HttpRoute, compile_route
+from devstack.host.keys import Keys
+from devstack.host.queues import QueueListener
+from devstack.host.settings import (
+    check_names,
+    function_timeout_ms,
+    load_settings,
+    queue_options,
+    thread_count,
+)
+from devstack.host.worker import Worker
+from devstack.processes import wait_for_signal
+
+logger = logging.getLogger("devstack.host")
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _disabled(name: str) -> bool:
+    # AzureWebJobs.<name>.Disabled (the host's FunctionMetadataManager / app setting docs).
+    return os.environ.get(f"AzureWebJobs.{name}.Disabled", "").lower() in ("1", "true")
+
+
+class FunctionHost:
+    """Indexes the app and runs its triggers.
+
+    Raises (from the constructor):
+        HostConfigError: host.json, a setting, a function or binding name, or a queue name that
+            the real host would refuse at startup.
+    """
+
+    def __init__(self, module: str = "function_app", host_json: Path = ROOT / "host.json") -> None:
+        self.host_json: dict[str, Any] = json.loads(host_json.read_text()) if host_json.exists() else {}
+        self.options = queue_options(self.host_json)
+        self.worker = Worker(thread_count(), function_timeout_ms(self.host_json))
+        prefix = self.host_json.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+        app_module = importlib.import_module(module)
+        apps = [value for value in vars(app_module).values() if type(value).__name__ == "FunctionApp"]
+        if len(apps) != 1:
+            raise RuntimeError(f"{module} must define exactly one FunctionApp (found {len(apps)})")
+        routes: list[HttpRoute] = []
+        self.listeners: list[QueueListener] = []
+        names: list[str] = []
+        for function in apps[0].get_functions():
+            name = function.get_function_name()
+            spec = json.loads(function.get_function_json())
+            check_names(name, [b["name"] for b in spec["bindings"]])
+            names.append(name)
+            if _disabled(name):
+                logger.info("host_function_disabled", extra={"function": name})
+                continue
+            trigger = next(b for b in spec["bindings"] if b["direction"] == "IN" and b["type"].endswith("Trigger"))
+            user_function = function.get_user_function()
+            if trigger["type"] == "httpTrigger":
+                methods = trigger.get("methods")
+                routes.append(
+                    HttpRoute(
+                        name,
+                        {m.upper() for m in methods} if methods else None,
+                        compile_route(prefix, trigger.get("route") or name),
+                        user_function,
+                        trigger["name"],
+                        str(trigger.get("authLevel") or "FUNCTION").lower(),
+                    )
+                )
+            elif trigger["type"] == "queueTrigger":
+                self.listeners.append(QueueListener(name, user_function, trigger, self.options, self.worker))
+            else:
+                logger.warning("host_unsupported_trigger", extra={"function": name})
+        self.keys = Keys.from_settings(names)
+        self.http = HttpFrontEnd(routes, self.keys, self.worker)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def routes(self) -> list[HttpRoute]:
+        return self.http.routes
+
+    def serve_http(self, port: int) -> int:
+        front = self.http
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                logger.debug("host_http %s", format % args)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                base = f"http://{self.headers.get('Host') or f'127.0.0.1:{port}'}"
+                status, headers, payload = front.handle(self.command, self.path, list(self.headers.items()), body, base)
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return int(server.server_address[1])
+
+    def start_queues(self) -> None:
+        for listener in self.listeners:
+            thread = threading.Thread(
+                target=listener.run, args=(self._stop,), name=f"queue-{listener.name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.worker.shutdown()
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log record: time, level, logger, event, and the `extra` fields."""
+
+    _SKIP = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in self._SKIP and not k.startswith("_")})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(entry, default=str)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Local Azure Functions host for function_app.py")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("FUNCTIONS_HTTPWORKER_PORT", "7071")))
+    parser.add_argument("--settings", default="local.settings.json")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    load_settings(Path(args.settings))
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), handlers=[handler], force=True)
+    for noisy in ("azure", "urllib3", "msal"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    host = FunctionHost()
+    port = host.serve_http(args.port)
+    host.start_queues()
+    print(
+        json.dumps(
+            {
+                "event": "host_started",
+                "url": f"http://127.0.0.1:{port}",
+                "http": [f"{sorted(r.methods or ['*'])} {r.pattern.pattern} {r.auth_level}" for r in host.routes],
+                "queues": [listener.queue_name for listener in host.listeners],
+                "worker_threads": host.worker.size,
+                "function_timeout_ms": None if host.worker.timeout is None else int(host.worker.timeout * 1000),
+                "keys": host.keys.public(),
+            }
+        ),
+        flush=True,
+    )
+    wait_for_signal()
+    host.stop()
+    return 0
