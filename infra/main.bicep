@@ -103,6 +103,10 @@ param claimLeaseSeconds int = 120
 @description('HUNTER_D365_CLAIM_RETRY_SECONDS: how soon a message for a claimed domain comes back.')
 param claimRetrySeconds int = 5
 
+@description('HUNTER_D365_VERIFY_TTL_SECONDS: a batch skips a synced domain whose lead was found in Dynamics less than this long ago (0: always verify).')
+@minValue(0)
+param verifyTtlSeconds int = 3600
+
 @minValue(1)
 @description('HUNTER_D365_HTTP_TIMEOUT_SECONDS: timeout of one Dataverse or Entra ID request.')
 param httpTimeoutSeconds int = 30
@@ -316,6 +320,7 @@ module api 'app/api.bicep' = {
     maxAttempts: maxAttempts
     claimLeaseSeconds: claimLeaseSeconds
     claimRetrySeconds: claimRetrySeconds
+    verifyTtlSeconds: verifyTtlSeconds
     httpTimeoutSeconds: httpTimeoutSeconds
     queueName: queueName
     resultsQueueName: resultsQueueName

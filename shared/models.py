@@ -61,7 +61,10 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # converting shorter ones still costs quadratic time, so the parser hands validation a stand-in.
 MAX_INTEGER_DIGITS = 30
 LEAD_FIELDS = ("domain", *STRING_FIELDS, "final_score", "priority", "d365_lead_id", "force")
-MESSAGE_FIELDS = (*LEAD_FIELDS, "schema_version", "attempt", "correlation_id", "enqueued_at")
+MESSAGE_FIELDS = (*LEAD_FIELDS, "schema_version", "attempt", "failed_deliveries", "correlation_id", "enqueued_at")
+# Bounds on the counters a message carries: far above what the retry policy and the host ever
+# reach, low enough that a hostile value is refused instead of carried.
+MAX_COUNTER = 1000
 
 
 class InputError(ValueError):
@@ -228,6 +231,7 @@ class LeadPush:
     force: bool = False
     schema_version: int = SCHEMA_VERSION
     attempt: int = 0
+    failed_deliveries: int = 0
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     enqueued_at: str | None = None
 
@@ -260,15 +264,16 @@ class LeadPush:
         unknown = sorted(set(data) - set(MESSAGE_FIELDS))
         if unknown:
             raise InputError("is not a known message field", printable(unknown[0]), "unknown_field")
-        attempt = data.get("attempt", 0)
-        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
-            raise InputError("must be a whole number >= 0", "attempt", "invalid_type")
+        attempt = _counter(data, "attempt")
+        failed = _counter(data, "failed_deliveries")
         correlation = data.get("correlation_id") or uuid.uuid4().hex
         if not isinstance(correlation, str) or not _CORRELATION.fullmatch(correlation):
             raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", "correlation_id")
         enqueued_at = iso(parse_iso(data.get("enqueued_at")))
         lead = cls._validated(data)
-        return replace(lead, attempt=attempt, correlation_id=correlation, enqueued_at=enqueued_at)
+        return replace(
+            lead, attempt=attempt, failed_deliveries=failed, correlation_id=correlation, enqueued_at=enqueued_at
+        )
 
     @classmethod
     def _validated(cls, data: dict[str, Any]) -> LeadPush:
@@ -307,6 +312,13 @@ class LeadPush:
     def next_attempt(self) -> LeadPush:
         """A copy for the next delivery: attempt + 1."""
         return replace(self, attempt=self.attempt + 1)
+
+
+def _counter(data: dict[str, Any], name: str) -> int:
+    value = data.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER:
+        raise InputError(f"must be a whole number from 0 to {MAX_COUNTER}", name, "invalid_type")
+    return value
 
 
 def decode_message(body: bytes) -> LeadPush:

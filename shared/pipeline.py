@@ -249,15 +249,33 @@ class Result:
     error: str | None = None
 
 
-def process(body: bytes, services: Services, rand: Callable[[], float] = random.random) -> Result:
-    """Handle one queue message body (already base64-decoded). Never raises for bad input or
-    Dataverse failures; raises only when storage itself fails (the host then retries).
+# Deliveries that may end without an answer (the function raised, timed out, or its process died)
+# before a message goes to the poison queue: the host's own maxDequeueCount default. Counted
+# across the copies the worker re-sends (deferrals, retries) in `failed_deliveries`, because each
+# copy starts the host's dequeue count afresh.
+MAX_FAILED_DELIVERIES = 5
+
+
+def process(
+    body: bytes, services: Services, rand: Callable[[], float] = random.random, dequeue_count: int = 1
+) -> Result:
+    """Handle one queue message body (already base64-decoded); `dequeue_count` is the host's
+    count for this copy (1 on its first delivery).
+
+    Never raises for bad input, Dataverse failures or a bug inside the push (an unexpected
+    exception is retried like a transient error, with the claim released, until the attempts run
+    out). Raises only when storage itself fails; the host then delivers the copy again, and every
+    such failed delivery is counted — in the copies the worker re-sends too — so that after
+    `MAX_FAILED_DELIVERIES` the message goes to the poison queue instead of looping.
     """
     try:
         lead = decode_message(body)
     except InputError as exc:
         return _reject(body, exc, services)
+    lead = replace(lead, failed_deliveries=lead.failed_deliveries + max(0, dequeue_count - 1))
     log = {"domain": lead.domain, "attempt": lead.attempt, "correlation_id": lead.correlation_id}
+    if lead.failed_deliveries >= MAX_FAILED_DELIVERIES:
+        return _abandon(lead, services)
     if not services.settings.enabled:
         delay = services.settings.retry_base_seconds
         services.queues.push.send_message(lead.to_json(), visibility_timeout=queue_delay(delay))
@@ -282,7 +300,40 @@ def process(body: bytes, services: Services, rand: Callable[[], float] = random.
         return _failed(lead, claim, exc, services, rand)
     except ConfigError as exc:
         return _give_up(lead, claim, str(exc), services)
+    except Exception as exc:
+        # A bug (or a library failing in a way nobody foresaw) inside the push. Left to escape,
+        # it would keep the claim until its lease ran out and come back forever; handled here it
+        # is one more attempt, and the retry policy's limit sends it to the poison queue.
+        logger.error(
+            "d365_push_crashed",
+            extra={**log, "error_code": type(exc).__name__},
+        )
+        error = D365APIError(f"unexpected {type(exc).__name__} inside the push", 0, "unexpected_error", True)
+        error.__cause__ = exc
+        return _failed(lead, claim, error, services, rand)
     return _synced(lead, claim, outcome, lead_id, services)
+
+
+def _abandon(lead: LeadPush, services: Services) -> Result:
+    """Too many deliveries ended without an answer: to the poison queue, and `error` in the state
+    when the domain can be claimed (else its claim holder's result stands)."""
+    reason = f"{lead.failed_deliveries} deliveries ended without an answer (crash, timeout or storage failure)"
+    claim = services.state.claim(lead.domain, lead.correlation_id)
+    if claim is not None:
+        return _give_up(lead, claim, reason, services)
+    services.queues.poison.send_message(lead.to_json())
+    logger.error(
+        "d365_push_failed",
+        extra={
+            "domain": lead.domain,
+            "attempt": lead.attempt,
+            "correlation_id": lead.correlation_id,
+            "error_code": "too_many_failed_deliveries",
+            "reason": "error",
+            "error": reason,
+        },
+    )
+    return Result("poisoned", FAILED, error=reason)
 
 
 def _push(lead: LeadPush, claim: Claim, services: Services) -> tuple[str, str]:
@@ -435,7 +486,7 @@ def _give_up(lead: LeadPush, claim: Claim, reason: str, services: Services, exc:
             "attempt": lead.attempt,
             "correlation_id": lead.correlation_id,
             "status_code": exc.status if exc else None,
-            "error_code": exc.code if exc else "config",
+            "error_code": exc.code if exc else ("config" if "HUNTER_" in reason else "too_many_failed_deliveries"),
             "reason": "authentication" if isinstance(exc, D365AuthenticationError) else "error",
             "error": reason,
         },

@@ -4,24 +4,42 @@ Locally `AzureWebJobsStorage` is a connection string (Azurite); in Azure it is i
 (`AzureWebJobsStorage__queueServiceUri` / `__tableServiceUri` + the app's managed identity), so
 no account key exists anywhere. Queue messages are base64 on the wire, as the Functions host
 expects. Queues and the table are created on first use in a process (Bicep creates them in Azure;
-the call is then a cheap no-op), never at import time.
+the call is then a cheap no-op), never at import time nor while the services are built.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.config import Settings
 
 # The newest storage REST versions can run ahead of Azurite; this one both serve.
 QUEUE_API_VERSION = "2021-12-02"
+# Storage calls are bounded: connect in 5 s, an answer in 15 s, two retries a second apart. The
+# SDKs' defaults (three retries with 15 s+ backoff, no read timeout of note) made an HTTP push
+# hang for over a minute while storage was down; callers answer 503 "try again" instead.
+_QUEUE_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 5,
+    "read_timeout": 15,
+    "retry_total": 2,
+    "initial_backoff": 1,
+    "increment_base": 1,
+}
+_TABLE_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 5,
+    "read_timeout": 15,
+    "retry_total": 2,
+    "retry_backoff_factor": 0.5,
+    "retry_backoff_max": 2,
+}
 
 
 def _credential(settings: Settings) -> TokenCredential:
@@ -45,6 +63,7 @@ class Queues:
             "message_encode_policy": TextBase64EncodePolicy(),
             "message_decode_policy": TextBase64DecodePolicy(),
             "api_version": QUEUE_API_VERSION,
+            **_QUEUE_OPTIONS,
         }
         if self._settings.storage_connection:
             return QueueServiceClient.from_connection_string(self._settings.storage_connection, **options)
@@ -96,10 +115,52 @@ class Queues:
         return self.client(self._settings.results_queue_name)
 
 
-def state_table(settings: Settings) -> TableClient:
-    """The sync-state table (created if missing)."""
-    if settings.storage_connection:
-        service = TableServiceClient.from_connection_string(settings.storage_connection)
-    else:
-        service = TableServiceClient(settings.storage_table_service_uri, credential=_credential(settings))
-    return service.create_table_if_not_exists(settings.state_table_name)
+class LazyTable:
+    """The sync-state table, created on first use (never while the services are built, so a cold
+    instance whose storage is unreachable still answers, with 503, instead of failing to start)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._client: TableClient | None = None
+
+    def _table(self) -> TableClient:
+        with self._lock:
+            if self._client is None:
+                settings = self._settings
+                if settings.storage_connection:
+                    service = TableServiceClient.from_connection_string(settings.storage_connection, **_TABLE_OPTIONS)
+                else:
+                    service = TableServiceClient(
+                        settings.storage_table_service_uri, credential=_credential(settings), **_TABLE_OPTIONS
+                    )
+                self._client = service.create_table_if_not_exists(settings.state_table_name)
+            return self._client
+
+    def get_entity(self, partition_key: str, row_key: str) -> Any:
+        """See `TableClient.get_entity`."""
+        return self._table().get_entity(partition_key=partition_key, row_key=row_key)
+
+    def query_entities(self, query_filter: str, *, parameters: dict[str, Any] | None = None) -> Iterable[Any]:
+        """See `TableClient.query_entities`."""
+        return self._table().query_entities(query_filter, parameters=parameters)
+
+    def create_entity(self, entity: Mapping[str, Any]) -> Mapping[str, Any]:
+        """See `TableClient.create_entity`."""
+        return self._table().create_entity(entity)
+
+    def update_entity(
+        self,
+        entity: Mapping[str, Any],
+        mode: UpdateMode = UpdateMode.MERGE,
+        *,
+        etag: str | None = None,
+        match_condition: Any = None,
+    ) -> Mapping[str, Any]:
+        """See `TableClient.update_entity`."""
+        return self._table().update_entity(entity, mode, etag=etag, match_condition=match_condition)
+
+
+def state_table(settings: Settings) -> LazyTable:
+    """The sync-state table (created if missing, on first use)."""
+    return LazyTable(settings)

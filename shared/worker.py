@@ -1,6 +1,8 @@
 """The queue trigger: one message in → `pipeline.process`. Bad messages and Dataverse failures
 are handled inside the pipeline (retry by delayed re-enqueue, or the poison queue); an exception
-escapes only when storage itself fails, and then the host's own retry and poison queue apply.
+escapes only when storage itself fails, and then the host's own retry and poison queue apply —
+with the host's dequeue count handed to the pipeline, which carries it into every copy it re-sends
+so that deferrals cannot reset it.
 
 The trigger declares `dataType: binary`. Without it the Storage Queues extension binds the message
 as a string with a strict UTF-8 decoder (StorageQueueMessageToStringConverter →
@@ -30,5 +32,5 @@ bp = func.Blueprint()
 )
 def push_worker(msg: func.QueueMessage) -> None:
     """Push the lead in `msg` to Dataverse."""
-    result = process(msg.get_body(), get_services())
+    result = process(msg.get_body(), get_services(), dequeue_count=msg.dequeue_count or 1)
     logger.debug("d365_message_processed", extra={"action": result.action, "message_id": msg.id})

@@ -63,6 +63,8 @@ param retryJitterSeconds int = 10
 param maxAttempts int = 6
 param claimLeaseSeconds int = 120
 param claimRetrySeconds int = 5
+@minValue(0)
+param verifyTtlSeconds int = 3600
 param httpTimeoutSeconds int = 30
 param queueName string
 param resultsQueueName string
@@ -123,6 +125,7 @@ var hunterSettings = {
   HUNTER_D365_MAX_ATTEMPTS: '${maxAttempts}'
   HUNTER_D365_CLAIM_LEASE_SECONDS: '${claimLeaseSeconds}'
   HUNTER_D365_CLAIM_RETRY_SECONDS: '${claimRetrySeconds}'
+  HUNTER_D365_VERIFY_TTL_SECONDS: '${verifyTtlSeconds}'
   HUNTER_D365_HTTP_TIMEOUT_SECONDS: '${httpTimeoutSeconds}'
   HUNTER_D365_QUEUE: queueName
   HUNTER_D365_RESULTS_QUEUE: resultsQueueName
