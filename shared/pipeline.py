@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from azure.core.exceptions import AzureError
 
 from shared.config import ConfigError, Settings
-from shared.dataverse import D365APIError, D365AuthenticationError, D365Error, D365RateLimitError, DataverseClient
+from shared.dataverse import D365APIError, D365AuthenticationError, D365Error, D365RateLimitError
 from shared.domains import InvalidDomain, normalize_domain
 from shared.mapping import DOMAIN_COLUMN, WEBSITE_COLUMN, canonical_website, lead_payload
 from shared.models import (
@@ -54,9 +54,9 @@ from shared.models import (
     parse_iso,
     utcnow,
 )
+from shared.ports import Dataverse, QueueSet, StateStorePort
 from shared.retry import RetryPolicy, Throttle, queue_delay
-from shared.state import Claim, StateStore
-from shared.storage import Queues
+from shared.state import Claim
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,12 +64,13 @@ T = TypeVar("T")
 
 @dataclass
 class Services:
-    """What the use case needs, built once per process (see `function_app`), or by tests."""
+    """What the use case needs, built once per process (`services.build_services`), or by tests
+    from in-memory fakes (`tests/unit/fakes.py`): every field but the settings is a Protocol."""
 
     settings: Settings
-    dataverse: DataverseClient
-    state: StateStore
-    queues: Queues
+    dataverse: Dataverse
+    state: StateStorePort
+    queues: QueueSet
     clock: Callable[[], datetime] = utcnow
     throttle: Throttle = field(default_factory=Throttle)
 
@@ -114,10 +115,11 @@ def accept(lead: LeadPush, services: Services, current: SyncState | None = None,
     """
     if read:
         current = services.state.get(lead.domain)
-    message = replace(lead, attempt=0, enqueued_at=iso(services.clock()))
+    sent_at = services.clock()
+    message = replace(lead, attempt=0, enqueued_at=iso(sent_at))
     sent = services.queues.push.send_message(message.to_json())
     try:
-        services.state.mark_queued(lead.domain, lead.correlation_id, current, read=False)
+        services.state.mark_queued(lead.domain, lead.correlation_id, current, read=False, sent_at=sent_at)
     except AzureError as exc:
         # The message is on the queue and the worker will write the state when it claims the
         # domain: the push is accepted, only the `queued` badge is late.
@@ -556,9 +558,10 @@ def replay_poison(services: Services, limit: int = 1000) -> dict[str, int]:
                 counts["invalid"] += 1
                 kept.append(message)
                 continue
-            fresh = replace(lead, attempt=0, enqueued_at=iso(services.clock()))
+            sent_at = services.clock()
+            fresh = replace(lead, attempt=0, failed_deliveries=0, enqueued_at=iso(sent_at))
             services.queues.push.send_message(fresh.to_json())
-            services.state.mark_queued(lead.domain, lead.correlation_id)
+            services.state.mark_queued(lead.domain, lead.correlation_id, sent_at=sent_at)
             poison.delete_message(message)
             counts["replayed"] += 1
     for message in kept:

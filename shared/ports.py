@@ -7,6 +7,7 @@ happened (`tests/unit/fakes.py`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Protocol
 
 from shared.dataverse.auth import TokenProvider
@@ -120,7 +121,12 @@ class StateStorePort(Protocol):
     def get_many(self, domains: list[str]) -> dict[str, SyncState]: ...
 
     def mark_queued(
-        self, domain: str, correlation_id: str, current: SyncState | None = None, read: bool = True
+        self,
+        domain: str,
+        correlation_id: str,
+        current: SyncState | None = None,
+        read: bool = True,
+        sent_at: datetime | None = None,
     ) -> SyncState: ...
 
     def mark_verified(self, state: SyncState, verified_at: str) -> bool: ...

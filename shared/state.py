@@ -20,9 +20,51 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 
-from shared.models import QUEUED, SYNCED, SYNCING, SyncState, iso, parse_iso, utcnow
+from shared.models import (
+    ERROR,
+    NOT_SYNCED,
+    QUEUED,
+    RETRYING,
+    SYNCED,
+    SYNCING,
+    SyncState,
+    iso,
+    parse_iso,
+    utcnow,
+)
 
 ROW_KEY = "lead"
+
+# Who may write which status over which (DESIGN §5). `None` is "no row yet". Anything not listed
+# is a bug and raises `ForbiddenTransition` before it reaches the table. Beyond the table:
+# intake never writes over a live claim, nor over a row a worker already wrote for the very
+# message intake just sent (same correlation id) — that message is gone from the queue, and a
+# `queued` written now would have nothing behind it; `finish` needs the claim's ETag.
+_EVERY = (None, NOT_SYNCED, QUEUED, SYNCING, RETRYING, SYNCED, ERROR)
+TRANSITIONS: dict[str, dict[str | None, frozenset[str]]] = {
+    # an accepted push (HTTP intake, a batch, a replay); SYNCING only once its claim has expired
+    "intake": {before: frozenset({QUEUED}) for before in _EVERY},
+    # a worker takes the domain (a claim that expired may be taken over)
+    "claim": {before: frozenset({SYNCING}) for before in _EVERY},
+    # the worker that holds the claim ends its push
+    "finish": {SYNCING: frozenset({SYNCED, RETRYING, ERROR})},
+    # intake found the lead in Dataverse: only `last_verified_at` changes
+    "verify": {SYNCED: frozenset({SYNCED})},
+}
+
+
+class ForbiddenTransition(RuntimeError):
+    """A write that `TRANSITIONS` does not allow: a bug, refused before it reaches the table."""
+
+
+def check_transition(writer: str, before: SyncState | None, after: SyncState) -> None:
+    """Raises ForbiddenTransition unless `writer` may turn `before` into `after`."""
+    allowed = TRANSITIONS[writer].get(before.status if before is not None else None, frozenset())
+    if after.status not in allowed:
+        was = before.status if before is not None else "no row"
+        raise ForbiddenTransition(f"{writer} may not write {after.status} over {was}")
+
+
 _STATE_FIELDS = [f.name for f in fields(SyncState) if f.name not in ("domain", "etag")]
 
 
@@ -139,19 +181,28 @@ class StateStore:
         return until is not None and until > self._clock()
 
     def mark_queued(
-        self, domain: str, correlation_id: str, current: SyncState | None = None, read: bool = True
+        self,
+        domain: str,
+        correlation_id: str,
+        current: SyncState | None = None,
+        read: bool = True,
+        sent_at: datetime | None = None,
     ) -> SyncState:
         """Record that a push was accepted. A push in progress keeps its status (the new message
         waits for the claim); anything else becomes `queued`. Earlier ids and links are kept.
 
         Losing a race to another writer is success when that writer left the domain queued or
-        claimed: the message is already on the queue, and the state says so. A caller that has
-        just read the row passes it as `current` with `read=False` to save a second read."""
+        claimed (the message is already on the queue, and the state says so), or when a worker
+        has already taken this very message (same correlation id, written after `sent_at`, when
+        the message was sent): its result stands. A caller that has just read the row passes it
+        as `current` with `read=False` to save a read."""
         if read:
             current = self.get(domain)
         for _ in range(5):
             if current is not None and self._live_claim(current):
                 return current
+            if current is not None and self._written_for(current, correlation_id, sent_at):
+                return current  # a worker got to this message first: never overwrite its result
             base = current or SyncState(domain=domain)
             state = replace(
                 base,
@@ -163,6 +214,7 @@ class StateStore:
                 claim_token=None,
                 claimed_until=None,
             )
+            check_transition("intake", current, state)
             etag = self._try_write(state, current)
             if etag is not None:
                 return replace(state, etag=etag)
@@ -171,10 +223,19 @@ class StateStore:
                 return current
         raise RuntimeError(f"state of {domain} kept changing; gave up marking it queued")
 
+    @staticmethod
+    def _written_for(state: SyncState, correlation_id: str, sent_at: datetime | None) -> bool:
+        if sent_at is None or state.correlation_id != correlation_id or not state.updated_at:
+            return False
+        written = parse_iso(state.updated_at, "updated_at")
+        return written is not None and written >= sent_at
+
     def mark_verified(self, state: SyncState, verified_at: str) -> bool:
         """Record that `state`'s lead id was just found in Dataverse; False (nothing written)
         when the row changed since `state` was read — the newer writer's word stands."""
-        return self._try_write(replace(state, last_verified_at=verified_at), state) is not None
+        verified = replace(state, last_verified_at=verified_at)
+        check_transition("verify", state, verified)
+        return self._try_write(verified, state) is not None
 
     def claim(self, domain: str, correlation_id: str) -> Claim | None:
         """Claim `domain` for this worker, or None when another worker holds a live claim."""
@@ -191,6 +252,7 @@ class StateStore:
                 correlation_id=correlation_id,
                 claimed_until=iso(self._clock() + self._lease),
             )
+            check_transition("claim", current, state)
             etag = self._try_write(state, current)
             if etag is None:
                 continue
@@ -200,6 +262,7 @@ class StateStore:
     def finish(self, claim: Claim, **changes: Any) -> SyncState | None:
         """Write the end of a push and release the claim; None if the claim was lost meanwhile."""
         state = replace(claim.state, claim_token=None, claimed_until=None, **changes)
+        check_transition("finish", claim.state, state)
         etag = self._try_write(state, claim.state)
         return None if etag is None else replace(state, etag=etag)
 
