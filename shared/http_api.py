@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 import uuid
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import azure.functions as func
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared.config import ConfigError, get_settings
+from shared.dataverse import D365AuthenticationError, D365Error
 from shared.domains import InvalidDomain, normalize_domain
 from shared.models import InputError, LeadPush, parse_json
 from shared.pipeline import accept, accept_batch, replay_poison
@@ -29,6 +33,7 @@ MAX_LEAD_BYTES = 64 * 1024
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 ENQUEUE_CONCURRENCY = 16
 # \A…\Z, not ^…$: `$` also matches before a trailing newline.
+_ROUTES = "v1/d365/"
 _CORRELATION = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 
 
@@ -51,8 +56,27 @@ def _correlation_id(req: func.HttpRequest) -> str:
 
 
 def _status_url(req: func.HttpRequest, domain: str) -> str:
-    base = req.url.split("/api/", 1)[0]
-    return f"{base}/api/v1/d365/leads/{domain}"
+    """The status route as a path on this API's origin (`/api/v1/d365/leads/<domain>`): built
+    from the request's own path, so it follows the host's route prefix and never echoes the
+    caller's Host header back as an absolute URL."""
+    path = urlsplit(req.url).path
+    cut = path.rfind(_ROUTES)
+    prefix = path[:cut] if cut >= 0 else "/api/"
+    return f"{prefix}{_ROUTES}leads/{quote(domain, safe='')}"
+
+
+def _storage_error(exc: AzureError, correlation_id: str, done: str) -> func.HttpResponse:
+    """503 for a storage failure. "Never sent" (`ServiceRequestError`) means nothing was `done`;
+    anything else may have been done before the answer was lost — a retry is safe either way,
+    because the worker is idempotent."""
+    logger.error("d365_storage_error", extra={"error_code": type(exc).__name__, "correlation_id": correlation_id})
+    if isinstance(exc, ServiceRequestError):
+        return _error(503, "storage_unavailable", f"storage could not be reached: nothing was {done}; try again")
+    return _error(
+        503,
+        "storage_unavailable",
+        f"storage failed ({type(exc).__name__}): it is unknown whether anything was {done}; a retry is safe",
+    )
 
 
 def _body(req: func.HttpRequest, limit: int) -> Any:
@@ -120,8 +144,7 @@ def push_lead(req: func.HttpRequest) -> func.HttpResponse:
     try:
         result = accept(lead, get_services())
     except AzureError as exc:
-        logger.error("d365_storage_error", extra={"error_code": type(exc).__name__, "correlation_id": correlation_id})
-        return _error(503, "storage_unavailable", "the queue could not be reached; nothing was enqueued, try again")
+        return _storage_error(exc, correlation_id, "enqueued")
     return _json(202, result.to_dict(_status_url(req, lead.domain)), {"x-correlation-id": correlation_id})
 
 
@@ -184,8 +207,12 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
         return _error(503, "storage_unavailable", "the state table could not be reached; nothing was enqueued")
     for (index, lead), answer in zip(valid, answers, strict=True):
         items[index] = {"index": index, **answer.to_dict(_status_url(req, lead.domain))}
-    accepted = sum(1 for item in items if item["status"] != "rejected")
-    summary = {"accepted": accepted, "rejected": len(items) - accepted, "items": items}
+    accepted = sum(1 for item in items if item["status"] in ("queued", "skipped"))
+    rejected = sum(1 for item in items if item["status"] == "rejected")
+    summary: dict[str, Any] = {"accepted": accepted, "rejected": rejected, "items": items}
+    unknown = len(items) - accepted - rejected
+    if unknown:
+        summary["unknown"] = unknown
     return _json(202, summary, {"x-correlation-id": correlation_id})
 
 
@@ -200,6 +227,8 @@ def lead_status(req: func.HttpRequest) -> func.HttpResponse:
         state = get_services().state.get(domain)
     except ConfigError as exc:
         return _error(503, "configuration_error", str(exc))
+    except AzureError as exc:
+        return _storage_error(exc, _correlation_id(req), "read")
     if state is None:
         return _json(
             404,
@@ -223,7 +252,11 @@ def replay(req: func.HttpRequest) -> func.HttpResponse:
         limit = int(req.params.get("max", "1000"))
     except ValueError:
         return _error(400, "invalid_field", "max: must be a whole number", "max")
-    return _json(200, replay_poison(get_services(), limit=max(1, min(limit, 10_000))))
+    try:
+        counts = replay_poison(get_services(), limit=max(1, min(limit, 10_000)))
+    except AzureError as exc:
+        return _storage_error(exc, _correlation_id(req), "replayed")
+    return _json(200, counts)
 
 
 @bp.route(route="healthz/live", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -234,16 +267,31 @@ def live(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="healthz/ready", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def ready(req: func.HttpRequest) -> func.HttpResponse:
-    """Settings valid, storage reachable, a Dataverse token obtainable. Never any secret material."""
-    checks: dict[str, Any] = {}
+    """Settings valid, storage reachable, a Dataverse token obtainable. Anonymous, so: the answer
+    is cached for `READY_CACHE_SECONDS` (a flood of probes makes no flood of token requests), and
+    failures are named by kind, never with the identity provider's text or any id."""
+    now = time.monotonic()
+    with _ready_lock:
+        if _ready_cache and now - _ready_cache[0] < READY_CACHE_SECONDS:
+            status, body = _ready_cache[1], _ready_cache[2]
+            return _json(status, body)
+        status, body = _readiness()
+        _ready_cache[:] = [now, status, body]
+    return _json(status, body)
+
+
+READY_CACHE_SECONDS = 5.0
+_ready_lock = threading.Lock()
+_ready_cache: list[Any] = []
+
+
+def _readiness() -> tuple[int, dict[str, Any]]:
     try:
         settings = get_settings()
         services = get_services()
     except ConfigError as exc:
-        return _json(503, {"status": "not_ready", "checks": {"settings": f"error: {exc}"}})
-    checks["settings"] = "ok"
-    checks["auth_mode"] = settings.auth_mode
-    checks["enabled"] = settings.enabled
+        return 503, {"status": "not_ready", "checks": {"settings": f"error: {exc}"}}
+    checks: dict[str, Any] = {"settings": "ok", "auth_mode": settings.auth_mode, "enabled": settings.enabled}
     try:
         services.queues.push.get_queue_properties()
         checks["storage"] = "ok"
@@ -252,7 +300,9 @@ def ready(req: func.HttpRequest) -> func.HttpResponse:
     try:
         services.dataverse.tokens.get_token("healthz")
         checks["dataverse_auth"] = "ok"
-    except Exception as exc:
-        checks["dataverse_auth"] = f"error: {getattr(exc, 'message', type(exc).__name__)}"
+    except D365AuthenticationError:
+        checks["dataverse_auth"] = "error: authentication failed"
+    except (D365Error, ConfigError) as exc:
+        checks["dataverse_auth"] = f"error: {'configuration' if isinstance(exc, ConfigError) else 'unreachable'}"
     healthy = checks["storage"] == "ok" and checks["dataverse_auth"] == "ok"
-    return _json(200 if healthy else 503, {"status": "ready" if healthy else "not_ready", "checks": checks})
+    return (200 if healthy else 503), {"status": "ready" if healthy else "not_ready", "checks": checks}

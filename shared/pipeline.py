@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared.config import ConfigError, Settings
 from shared.dataverse import D365APIError, D365AuthenticationError, D365Error, D365RateLimitError
@@ -85,7 +85,7 @@ class Services:
 class Accepted:
     """The intake's answer for one lead."""
 
-    status: str  # "queued", "skipped" (batches only), or "rejected" (batches only)
+    status: str  # "queued"; in batches also "skipped", "rejected" or "unknown" (storage failed)
     domain: str
     message_id: str | None = None
     d365_lead_id: str | None = None
@@ -162,12 +162,20 @@ def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 1
         index, lead = entry
         try:
             return index, accept(lead, services, known.get(lead.domain), read=False)
-        except AzureError as exc:
+        except ServiceRequestError as exc:
             return index, Accepted(
                 "rejected",
                 lead.domain,
                 error="storage_unavailable",
                 message=f"not enqueued ({type(exc).__name__}); try again",
+            )
+        except AzureError as exc:
+            # Sent, but the answer was lost (or storage failed mid-way): it may be on the queue.
+            return index, Accepted(
+                "unknown",
+                lead.domain,
+                error="storage_unknown",
+                message=f"may or may not be enqueued ({type(exc).__name__}); a retry is safe",
             )
 
     todo = [(index, lead) for index, lead in enumerate(leads) if index not in answers]

@@ -128,7 +128,8 @@ class StateStore:
             chunk = domains[start : start + 14]
             keys = " or ".join(f"PartitionKey eq @d{i}" for i in range(len(chunk)))
             parameters = {"row": ROW_KEY, **{f"d{i}": domain for i, domain in enumerate(chunk)}}
-            for entity in self._table.query_entities(f"RowKey eq @row and ({keys})", parameters=parameters):
+            # The SDK finds parameters in words split at spaces: "@d4)" would be a name.
+            for entity in self._table.query_entities(f"RowKey eq @row and ( {keys} )", parameters=parameters):
                 state = self._from_entity(entity)
                 found[state.domain] = state
         return found

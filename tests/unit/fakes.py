@@ -202,7 +202,10 @@ class FakeTable:
     def query_entities(self, query_filter: str, *, parameters: dict[str, Any] | None = None) -> list[Entity]:
         _take(self.fail, "query_entities")
         parameters = parameters or {}
-        wanted = {parameters[name] for name in re.findall(r"PartitionKey eq @(\w+)", query_filter)}
+        # As azure-data-tables substitutes: words split at single spaces, "@name" must be a key.
+        names = [word[1:] for word in query_filter.split(" ") if word.startswith("@")]
+        values = {name: parameters[name] for name in names}
+        wanted = {values[name] for name in re.findall(r"PartitionKey eq @(\w+)", query_filter)}
         row = parameters.get("row")
         return [Entity(v, e) for (pk, rk), (v, e) in self.rows.items() if pk in wanted and rk == row]
 
