@@ -17,7 +17,7 @@ from shared.gauges import record_depths
 from shared.services import get_services
 
 logger = logging.getLogger(__name__)
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions' constructors are untyped
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%HUNTER_D365_QUEUE_DEPTH_SCHEDULE%")

@@ -134,7 +134,9 @@ class CronSchedule:
             tokens = ["0", *tokens]
         if len(tokens) != 6:
             raise CronError(f"'{expression}' has {len(tokens)} fields; NCRONTAB needs 6 (or 5 without seconds)")
-        sets = [parse_field(token, low, high, names) for token, (_, low, high, names) in zip(tokens, _FIELDS)]
+        sets = [
+            parse_field(token, low, high, names) for token, (_, low, high, names) in zip(tokens, _FIELDS, strict=True)
+        ]
         return cls(expression, *sets)
 
     def next_after(self, now: datetime) -> datetime | None:

@@ -32,7 +32,9 @@ def test_the_timer_reports_the_real_depth_of_both_queues(start_stack: Callable[.
 
 def test_each_run_reads_both_queues_once(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack(HUNTER_D365_QUEUE_DEPTH_SCHEDULE="*/1 * * * * *")
-    stack.wait_for(lambda: len(stack.events("d365_queue_depth")) >= 8, timeout=20, what="four runs")  # every second: eight readings
+    stack.wait_for(
+        lambda: len(stack.events("d365_queue_depth")) >= 8, timeout=20, what="four runs"
+    )  # every second: eight readings
     times = sorted({str(e["time"]) for e in stack.events("d365_queue_depth")})
     # One run per occurrence: each run logs both queues within the same second.
     counts: dict[str, int] = {}

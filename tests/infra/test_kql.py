@@ -96,12 +96,12 @@ def test_the_backlog_alert_and_the_depth_tile_read_the_gauge_the_app_emits() -> 
     source = (INFRA.parent / "shared" / "gauges.py").read_text(encoding="utf-8")
     match = re.search(r'^METRIC_NAME = "([a-z0-9_]+)"$', source, re.MULTILINE)
     assert match, "shared/gauges.py no longer names METRIC_NAME"
-    METRIC_NAME = match.group(1)  # noqa: N806
+    metric_name = match.group(1)
     queries = {query.id: query.text for query in kql_queries.all_queries(INFRA)}
     for query_id in ("alerts.bicep:poisonBacklogAlert[0]", "workbook.json:queue-depth"):
         text = queries[query_id]
         assert text.lstrip().startswith("customMetrics"), query_id
-        assert f'name == "{METRIC_NAME}"' in text and "customDimensions.queue" in text, query_id
+        assert f'name == "{metric_name}"' in text and "customDimensions.queue" in text, query_id
         assert "valueMax" in text, query_id
     assert f'customDimensions.queue) == "{kql_queries.POISON_QUEUE}"' in queries["alerts.bicep:poisonBacklogAlert[0]"]
     assert "MaxDequeueCount" not in queries["alerts.bicep:poisonBacklogAlert[0]"]

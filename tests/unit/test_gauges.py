@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ServiceRequestError
+from opentelemetry import metrics as otel_metrics
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, InMemoryMetricReader
 
-from shared import gauges
 from shared.gauges import QueueDepth, emit, read_depths, record_depths
 
 
@@ -65,7 +65,7 @@ def test_the_metric_is_a_delta_histogram_so_each_reading_is_exported_once(monkey
     exports nothing, so a reading is never repeated by an instance after the queue has changed."""
     reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
     provider = MeterProvider(metric_readers=[reader])
-    monkeypatch.setattr(gauges.metrics, "get_meter", provider.get_meter)
+    monkeypatch.setattr(otel_metrics, "get_meter", provider.get_meter)
 
     record_depths({"push": FakeQueue(5), "push-poison": FakeQueue(2)})
     points = points_of(reader)
@@ -90,6 +90,7 @@ def points_of(reader: InMemoryMetricReader) -> dict[str, HistogramDataPoint]:
                 assert metric.name == "d365_queue_depth"
                 for point in metric.data.data_points:
                     assert isinstance(point, HistogramDataPoint)
+                    assert point.attributes is not None
                     found[str(point.attributes["queue"])] = point
     return found
 

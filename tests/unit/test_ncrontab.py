@@ -3,6 +3,7 @@ Timers extension (devstack/host/timers.py names the sources)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import datetime, timedelta
@@ -158,7 +159,7 @@ def test_runs_never_overlap_and_overrun_occurrences_collapse_into_one(monkeypatc
     thread.join(timeout=5)
     worker.shutdown()
     assert 2 <= len(spans) <= 3, spans
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert 0 <= start - end < 1.1, "the overrun occurrence should run at once, and only once"
 
 
