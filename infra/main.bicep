@@ -111,6 +111,13 @@ param verifyTtlSeconds int = 3600
 @description('HUNTER_D365_HTTP_TIMEOUT_SECONDS: timeout of one Dataverse or Entra ID request.')
 param httpTimeoutSeconds int = 30
 
+@minValue(0)
+@description('HUNTER_D365_VERIFY_TTL_SECONDS: a batch skips a synced domain whose lead id was found in Dynamics less than this long ago (0: verify always).')
+param verifyTtlSeconds int = 3600
+
+@description('HUNTER_D365_QUEUE_DEPTH_SCHEDULE: NCRONTAB (six fields, with seconds) of the queue_depth timer that reads the push and poison queue depths for the poison-backlog alert and the workbook.')
+param queueDepthSchedule string = '0 */5 * * * *'
+
 // ---------------------------------------------------------------------------------------------
 // Scale: the Dataverse concurrency budget (52 concurrent requests per application user)
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +178,7 @@ param alertEmail string = ''
 param failedPushAlertThreshold int = 1
 
 @minValue(1)
-@description('Messages sent to the poison queue and not replayed, over the last 24 hours, that raise the poison-backlog alert.')
+@description('Messages in the poison queue (its approximate message count, read by the queue_depth timer) that raise the poison-backlog alert.')
 param poisonBacklogAlertThreshold int = 10
 
 @minValue(30)
@@ -322,6 +329,8 @@ module api 'app/api.bicep' = {
     claimRetrySeconds: claimRetrySeconds
     verifyTtlSeconds: verifyTtlSeconds
     httpTimeoutSeconds: httpTimeoutSeconds
+    verifyTtlSeconds: verifyTtlSeconds
+    queueDepthSchedule: queueDepthSchedule
     queueName: queueName
     resultsQueueName: resultsQueueName
     stateTableName: stateTableName

@@ -17,12 +17,14 @@ from devstack.host.http import HttpFrontEnd, HttpRoute, compile_route
 from devstack.host.keys import Keys
 from devstack.host.queues import QueueListener
 from devstack.host.settings import (
+    HostConfigError,
     check_names,
     function_timeout_ms,
     load_settings,
     queue_options,
     thread_count,
 )
+from devstack.host.timers import TimerListener
 from devstack.host.worker import Worker
 from devstack.processes import wait_for_signal
 
@@ -54,6 +56,7 @@ class FunctionHost:
             raise RuntimeError(f"{module} must define exactly one FunctionApp (found {len(apps)})")
         routes: list[HttpRoute] = []
         self.listeners: list[QueueListener] = []
+        self.timers: list[TimerListener] = []
         names: list[str] = []
         for function in apps[0].get_functions():
             name = function.get_function_name()
@@ -79,6 +82,8 @@ class FunctionHost:
                 )
             elif trigger["type"] == "queueTrigger":
                 self.listeners.append(QueueListener(name, user_function, trigger, self.options, self.worker))
+            elif trigger["type"] == "timerTrigger":
+                self._add_timer(name, user_function, trigger)
             else:
                 logger.warning("host_unsupported_trigger", extra={"function": name})
         self.keys = Keys.from_settings(names)
@@ -86,6 +91,15 @@ class FunctionHost:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
+
+    def _add_timer(self, name: str, function: Any, trigger: dict[str, Any]) -> None:
+        # A schedule that does not resolve or parse fails this function's indexing only: the host
+        # disables it and runs the rest (WebJobs FunctionIndexer with AllowPartialHostStartup).
+        try:
+            self.timers.append(TimerListener(name, function, trigger, self.worker))
+        except HostConfigError as exc:
+            logger.error("host_function_indexing_failed", extra={"function": name, "error": str(exc)})
+            logger.warning("Function '%s' failed indexing and will be disabled.", name, extra={"function": name})
 
     @property
     def routes(self) -> list[HttpRoute]:
@@ -132,6 +146,12 @@ class FunctionHost:
             thread.start()
             self._threads.append(thread)
 
+    def start_timers(self) -> None:
+        for timer in self.timers:
+            thread = threading.Thread(target=timer.run, args=(self._stop,), name=f"timer-{timer.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
     def stop(self) -> None:
         self._stop.set()
         if self._server is not None:
@@ -174,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     host = FunctionHost()
     port = host.serve_http(args.port)
     host.start_queues()
+    host.start_timers()
     print(
         json.dumps(
             {
@@ -181,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 "url": f"http://127.0.0.1:{port}",
                 "http": [f"{sorted(r.methods or ['*'])} {r.pattern.pattern} {r.auth_level}" for r in host.routes],
                 "queues": [listener.queue_name for listener in host.listeners],
+                "timers": {timer.name: str(timer.schedule) for timer in host.timers},
                 "worker_threads": host.worker.size,
                 "function_timeout_ms": None if host.worker.timeout is None else int(host.worker.timeout * 1000),
                 "keys": host.keys.public(),

@@ -1,21 +1,23 @@
-// The operators' alarms, as log search alerts on the app's structured events in Application Insights.
+// The operators' alarms, as log search alerts on what the function app sends to Application Insights.
 //
-// Storage queue metrics are account-wide (no queue-name dimension) and hourly, so they cannot show the
-// poison queue's depth. The poison backlog is therefore estimated from the events that put a message
-// there (the app's d365_push_failed and worker-side d365_push_rejected, and the host's own move after
-// maxDequeueCount) minus the ones d365_poison_replayed sent back. docs/deploy.md names a periodic
-// poison-depth metric emitted by the app as the better signal, for later.
+// Failed pushes: the app's structured d365_push_failed events (traces).
 //
-// Sampling: the host samples the traces it sends (host.json logging.applicationInsights.samplingSettings),
-// its "Message has reached MaxDequeueCount" line included - and bursts, when the poison queue fills,
-// are exactly when adaptive sampling keeps the fewest. A kept record carries itemCount, the number of
-// events it stands for (Microsoft: Application Insights "Sampling", "itemCount"), so both rules sum
-// itemCount instead of counting rows; unsampled records have itemCount 1.
+// Poison backlog: the poison queue's real depth. Storage queue platform metrics are account-wide (no
+// queue-name dimension) and hourly, so the app reads the queue itself: the timer function queue_depth
+// (shared/monitor.py, every 5 minutes by HUNTER_D365_QUEUE_DEPTH_SCHEDULE) records each queue's
+// approximate message count on the OpenTelemetry histogram d365_queue_depth (shared/gauges.py). The
+// Azure Monitor exporter sends it to the customMetrics table: name "d365_queue_depth", the `queue`
+// attribute in customDimensions, and per export interval valueCount readings with valueSum, valueMin
+// and valueMax (Microsoft: "Add and modify Azure Monitor OpenTelemetry", custom metrics; the classic
+// customMetrics columns in "Migrate to workspace-based Application Insights resources"). Metrics are
+// not sampled, and the reading includes what no event announced (messages moved by hand, expired, or
+// put there by Hunter). It replaces the earlier estimate from the "Message has reached MaxDequeueCount"
+// traces and the app's events, which the workbook still charts as the flow into and out of poison.
 //
 // Each event may reach `traces` twice: once through OpenTelemetry (fields in customDimensions) and
-// once through the host's own forwarding of worker logs (message only). The queries count only the
-// copy that carries a field the app always sets on that event (reason on d365_push_failed,
-// error_code on d365_push_rejected, replayed on d365_poison_replayed).
+// once through the host's own forwarding of worker logs (message only). The failed-pushes query
+// counts only the copy that carries a field the app always sets on that event (reason), and sums
+// itemCount, the number of events a sampled record stands for.
 param location string
 param tags object = {}
 param applicationInsightsName string
@@ -25,7 +27,7 @@ param alertNamePrefix string
 @description('E-mail receiver of the action group; empty creates no action group.')
 param alertEmail string = ''
 
-@description('Name of the poison queue, as the host names it in its log line.')
+@description('Name of the poison queue, as the queue_depth timer reports it in the queue dimension.')
 param poisonQueueName string
 
 @minValue(1)
@@ -66,17 +68,13 @@ traces
 | project timestamp, reason, error_code, status_code = tostring(customDimensions.status_code), domain = tostring(customDimensions.domain), pushes = itemCount
 '''
 
-// +1 for every message that went to the poison queue, minus what the replay endpoint moved back.
-// The intake's own d365_push_rejected (a bad HTTP request, nothing enqueued; source "http") is left
-// out; the worker's (a bad queue message, sent to poison) carries source "queue".
+// The largest reading of the poison queue's depth in the window (the timer's readings; valueMax of
+// the histogram rows). One timer listener runs per app (a singleton across instances), so readings
+// are of the one queue, not per instance.
 var poisonBacklogQueryTemplate = '''
-traces
-| where (message == "d365_push_failed" and isnotempty(customDimensions.reason))
-    or (message == "d365_push_rejected" and tostring(customDimensions.source) == "queue")
-    or (message startswith "Message has reached MaxDequeueCount" and message contains "'__POISON_QUEUE__'")
-    or (message == "d365_poison_replayed" and isnotempty(customDimensions.replayed))
-| extend delta = iff(message == "d365_poison_replayed", -toint(customDimensions.replayed), 1) * itemCount
-| project timestamp, delta
+customMetrics
+| where name == "d365_queue_depth" and tostring(customDimensions.queue) == "__POISON_QUEUE__"
+| project timestamp, depth = valueMax
 '''
 var poisonBacklogQuery = replace(poisonBacklogQueryTemplate, '__POISON_QUEUE__', poisonQueueName)
 
@@ -133,20 +131,22 @@ resource poisonBacklogAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' 
   kind: 'LogAlert'
   properties: {
     displayName: 'Hunter lead push: poison backlog'
-    description: 'Messages sent to the poison queue in the last 24 hours, less those replayed, reached the threshold. Look at the poison queue and the failures in the workbook, fix the cause, then POST /api/v1/d365/poison/replay.'
+    description: 'The poison queue holds at least the threshold of messages (its approximate message count, read every 5 minutes by the queue_depth function). Look at the poison queue and the failures in the workbook, fix the cause, then POST /api/v1/d365/poison/replay.'
     severity: 1
     enabled: true
     scopes: [
       applicationInsights.id
     ]
-    evaluationFrequency: 'PT1H'
-    windowSize: 'P1D'
+    // Three readings per window: a backlog is seen within 5 minutes of the reading that shows it,
+    // and the alert resolves itself 15 minutes after a replay emptied the queue.
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
     criteria: {
       allOf: [
         {
           query: poisonBacklogQuery
-          timeAggregation: 'Total'
-          metricMeasureColumn: 'delta'
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'depth'
           operator: 'GreaterThanOrEqual'
           threshold: poisonBacklogThreshold
           failingPeriods: {

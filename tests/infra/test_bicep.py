@@ -223,6 +223,8 @@ SETTING_READ = re.compile(
     r"""(?:\benv|os\.environ)\.get\(\s*"(?P<get>[A-Za-z_][A-Za-z0-9_]*)"""
     r"""|\b_(?:flag|number|https_url|whole)\(\s*env\s*,\s*"(?P<helper>[A-Za-z_][A-Za-z0-9_]*)"""
     r"""|os\.getenv\(\s*"(?P<getenv>[A-Za-z_][A-Za-z0-9_]*)"""
+    # A binding expression in a decorator ("%HUNTER_D365_QUEUE_DEPTH_SCHEDULE%"): the host reads it.
+    r"""|"%(?P<expression>[A-Za-z_][A-Za-z0-9_]*)%"""
 )
 
 
@@ -701,19 +703,19 @@ def test_alerts_watch_failed_pushes_and_the_poison_backlog() -> None:
     failed = alert_query("failedPushesAlert")
     assert '"d365_push_failed"' in failed
     backlog = alert_query("poisonBacklogAlert")
-    for needle in (
-        '"d365_push_failed"',
-        '"d365_push_rejected"',
-        '"d365_poison_replayed"',
-        "MaxDequeueCount",
-        "'<poison>'",
-    ):
+    for needle in ("customMetrics", '"d365_queue_depth"', 'customDimensions.queue) == "<poison>"'):
         assert needle in backlog, needle
     assert module_params("alerts")["poisonQueueName"] == "poisonQueueName"
     criteria = body(rules["failedPushesAlert"])["properties"]["criteria"]["allOf"][0]
     assert criteria["threshold"] == "failedPushThreshold"
     criteria = body(rules["poisonBacklogAlert"])["properties"]["criteria"]["allOf"][0]
-    assert (criteria["threshold"], criteria["metricMeasureColumn"]) == ("poisonBacklogThreshold", "delta")
+    assert (criteria["threshold"], criteria["metricMeasureColumn"]) == ("poisonBacklogThreshold", "depth")
+    assert criteria["timeAggregation"] == "Maximum"
+    properties = body(rules["poisonBacklogAlert"])["properties"]
+    # The timer reads every 5 minutes (Bicep's default schedule): each window sees three readings.
+    assert (properties["evaluationFrequency"], properties["windowSize"]) == ("PT5M", "PT15M")
+    assert app_settings()["HUNTER_D365_QUEUE_DEPTH_SCHEDULE"] == "queueDepthSchedule"
+    assert bicep("main.bicep")["parameters"]["queueDepthSchedule"]["default"] == "0 */5 * * * *"
 
 
 def workbook() -> dict[str, Any]:
@@ -742,6 +744,7 @@ def test_workbook_shows_outcomes_failures_throttling_and_latency() -> None:
         "push-latency": ["customDimensions.latency_ms"],
         "dataverse-dependencies": ["dependencies", "/api/data/"],
         "poison-flow": ["d365_poison_replayed", "'__POISON_QUEUE__'"],
+        "queue-depth": ["customMetrics", '"d365_queue_depth"', "customDimensions.queue"],
     }
     for name, needles in wanted.items():
         for needle in needles:

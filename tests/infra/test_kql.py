@@ -30,9 +30,10 @@ def test_every_query_parses_and_binds_against_the_classic_tables() -> None:
         "alerts.bicep:failedPushesAlert[0]",
         "alerts.bicep:poisonBacklogAlert[0]",
         "workbook.json:poison-flow",
+        "workbook.json:queue-depth",
         "workbook.json:dataverse-dependencies",
     }
-    assert len(queries) == 11
+    assert len(queries) == 12
     for query in queries:
         assert "__POISON_QUEUE__" not in query.text and "{TimeRange" not in query.text, query.id
     assert errors_in(queries) == []
@@ -70,23 +71,46 @@ def test_a_mutated_workbook_query_fails(tmp_path: Path, old: str, new: str, code
     assert any(f" {code}" in error for error in found), found
 
 
-def test_a_mutated_alert_query_fails(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "code"),
+    [
+        ("| project timestamp, depth = valueMax", "| project timestamp, depth = valueMax, severity", "KS142"),
+        ("depth = valueMax", "depth = valueMaximum", "KS142"),  # not a customMetrics column
+        ("\ncustomMetrics\n", "\ncustomMetric\n", "KS"),  # no such table
+    ],
+)
+def test_a_mutated_alert_query_fails(tmp_path: Path, old: str, new: str, code: str) -> None:
     copy = tmp_path / "infra"
     shutil.copytree(INFRA, copy)
     alerts = copy / "app" / "alerts.bicep"
     text = alerts.read_text(encoding="utf-8")
-    assert text.count("| project timestamp, delta") == 1
-    alerts.write_text(
-        text.replace("| project timestamp, delta", "| project timestamp, delta, severity"), encoding="utf-8"
-    )
+    assert text.count(old) == 1, old
+    alerts.write_text(text.replace(old, new), encoding="utf-8")
     found = errors_in(kql_queries.all_queries(copy))
-    assert any(error.startswith("alerts.bicep:poisonBacklogAlert[0]:") and "KS142" in error for error in found), found
+    assert any(error.startswith("alerts.bicep:poisonBacklogAlert[0]:") and code in error for error in found), found
+
+
+def test_the_backlog_alert_and_the_depth_tile_read_the_gauge_the_app_emits() -> None:
+    """customMetrics rows named as shared/gauges.py names the histogram, split by its `queue`."""
+    # Read from the source: the infra venv does not install the app's packages.
+    source = (INFRA.parent / "shared" / "gauges.py").read_text(encoding="utf-8")
+    match = re.search(r'^METRIC_NAME = "([a-z0-9_]+)"$', source, re.MULTILINE)
+    assert match, "shared/gauges.py no longer names METRIC_NAME"
+    metric_name = match.group(1)
+    queries = {query.id: query.text for query in kql_queries.all_queries(INFRA)}
+    for query_id in ("alerts.bicep:poisonBacklogAlert[0]", "workbook.json:queue-depth"):
+        text = queries[query_id]
+        assert text.lstrip().startswith("customMetrics"), query_id
+        assert f'name == "{metric_name}"' in text and "customDimensions.queue" in text, query_id
+        assert "valueMax" in text, query_id
+    assert f'customDimensions.queue) == "{kql_queries.POISON_QUEUE}"' in queries["alerts.bicep:poisonBacklogAlert[0]"]
+    assert "MaxDequeueCount" not in queries["alerts.bicep:poisonBacklogAlert[0]"]
 
 
 def test_poison_counts_sum_item_count_so_sampling_cannot_hide_a_burst() -> None:
     """The host samples its traces (host.json), the MaxDequeueCount line among them."""
     poison = [q for q in kql_queries.all_queries(INFRA) if "MaxDequeueCount" in q.text]
-    assert {q.id for q in poison} == {"alerts.bicep:poisonBacklogAlert[0]", "workbook.json:poison-flow"}
+    assert {q.id for q in poison} == {"workbook.json:poison-flow"}
     for query in poison:
         assert "* itemCount" in query.text, query.id
     for query in kql_queries.all_queries(INFRA):

@@ -52,7 +52,7 @@ def indexed() -> list[dict[str, object]]:
 
 def test_the_worker_indexes_every_function(indexed: list[dict[str, object]]) -> None:
     names = {str(f["name"]) for f in indexed}
-    assert names == {"push_lead", "push_leads", "lead_status", "replay", "live", "ready", "push_worker"}
+    assert names == {"push_lead", "push_leads", "lead_status", "replay", "live", "ready", "push_worker", "queue_depth"}
 
 
 def test_names_follow_the_hosts_rules(indexed: list[dict[str, object]]) -> None:
@@ -71,3 +71,13 @@ def test_the_queue_trigger_is_bound_as_binary(indexed: list[dict[str, object]]) 
     [trigger] = [b for b in bindings if b["type"] == "queueTrigger"]
     assert str(trigger["dataType"]).lower() == "binary"
     assert trigger["queueName"] == "%HUNTER_D365_QUEUE%"
+
+
+def test_the_timer_takes_its_schedule_from_a_setting(indexed: list[dict[str, object]]) -> None:
+    [timer] = [f for f in indexed if f["name"] == "queue_depth"]
+    bindings = timer["bindings"]
+    assert isinstance(bindings, list)
+    [trigger] = bindings
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "%HUNTER_D365_QUEUE_DEPTH_SCHEDULE%"
+    assert "runOnStartup" not in trigger  # never on startup in Azure: every new instance would run it
