@@ -111,10 +111,6 @@ param verifyTtlSeconds int = 3600
 @description('HUNTER_D365_HTTP_TIMEOUT_SECONDS: timeout of one Dataverse or Entra ID request.')
 param httpTimeoutSeconds int = 30
 
-@minValue(0)
-@description('HUNTER_D365_VERIFY_TTL_SECONDS: a batch skips a synced domain whose lead id was found in Dynamics less than this long ago (0: verify always).')
-param verifyTtlSeconds int = 3600
-
 @description('HUNTER_D365_QUEUE_DEPTH_SCHEDULE: NCRONTAB (six fields, with seconds) of the queue_depth timer that reads the push and poison queue depths for the poison-backlog alert and the workbook.')
 param queueDepthSchedule string = '0 */5 * * * *'
 
@@ -329,7 +325,6 @@ module api 'app/api.bicep' = {
     claimRetrySeconds: claimRetrySeconds
     verifyTtlSeconds: verifyTtlSeconds
     httpTimeoutSeconds: httpTimeoutSeconds
-    verifyTtlSeconds: verifyTtlSeconds
     queueDepthSchedule: queueDepthSchedule
     queueName: queueName
     resultsQueueName: resultsQueueName

@@ -39,7 +39,7 @@ EVENT_NAME = "d365_queue_depth"
 class QueueWithProperties(Protocol):
     """The part of `azure.storage.queue.QueueClient` a reading needs."""
 
-    def get_queue_properties(self, **kwargs: Any) -> Any: ...
+    def get_queue_properties(self) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions' const
 @bp.timer_trigger(arg_name="timer", schedule="%HUNTER_D365_QUEUE_DEPTH_SCHEDULE%")
 def queue_depth(timer: func.TimerRequest) -> None:
     """Read both queues' approximate message counts and emit them as `d365_queue_depth`."""
-    queues = get_services().queues
-    record_depths({queues.push.queue_name: queues.push, queues.poison.queue_name: queues.poison})
+    services = get_services()
+    queues, settings = services.queues, services.settings
+    record_depths({settings.queue_name: queues.push, settings.poison_queue_name: queues.poison})
     if timer.past_due:
         logger.info("d365_queue_depth_past_due")

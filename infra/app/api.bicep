@@ -66,7 +66,6 @@ param claimRetrySeconds int = 5
 @minValue(0)
 param verifyTtlSeconds int = 3600
 param httpTimeoutSeconds int = 30
-param verifyTtlSeconds int = 3600
 @description('NCRONTAB with seconds; the host resolves the timer trigger\'s %HUNTER_D365_QUEUE_DEPTH_SCHEDULE% from it.')
 param queueDepthSchedule string = '0 */5 * * * *'
 param queueName string
@@ -130,7 +129,6 @@ var hunterSettings = {
   HUNTER_D365_CLAIM_RETRY_SECONDS: '${claimRetrySeconds}'
   HUNTER_D365_VERIFY_TTL_SECONDS: '${verifyTtlSeconds}'
   HUNTER_D365_HTTP_TIMEOUT_SECONDS: '${httpTimeoutSeconds}'
-  HUNTER_D365_VERIFY_TTL_SECONDS: '${verifyTtlSeconds}'
   // Read by the host, not by shared/config.py: the queue_depth timer's schedule (shared/monitor.py).
   // Without it the host disables that one function and the poison-backlog alert has no readings.
   HUNTER_D365_QUEUE_DEPTH_SCHEDULE: queueDepthSchedule
