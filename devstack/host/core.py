@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devstack.host.framing import BadRequest, read_body
 from devstack.host.http import HttpFrontEnd, HttpRoute, compile_route
 from devstack.host.keys import Keys
 from devstack.host.queues import QueueListener
@@ -115,8 +116,16 @@ class FunctionHost:
                 logger.debug("host_http %s", format % args)
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                try:
+                    body = read_body(self.command, list(self.headers.items()), self.rfile)
+                except BadRequest as exc:
+                    logger.info("host_bad_request", extra={"status": exc.status, "reason": str(exc)})
+                    self.close_connection = True
+                    self.send_response(exc.status)
+                    self.send_header("Content-Length", "0")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    return
                 base = f"http://{self.headers.get('Host') or f'127.0.0.1:{port}'}"
                 status, headers, payload = front.handle(self.command, self.path, list(self.headers.items()), body, base)
                 self.send_response(status)

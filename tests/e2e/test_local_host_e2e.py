@@ -70,3 +70,30 @@ def test_non_utf8_message_is_rejected_once_by_the_app(start_stack: Callable[...,
     [rejected] = stack.events("d365_push_rejected")
     assert rejected["error_code"] == "invalid_encoding"
     assert not stack.events("host_function_failed")
+
+
+def _raw_http(stack: Stack, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as conn:
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_chunked_body_is_read_and_a_negative_length_is_400(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    lead = json.dumps({"domain": "chunked-body.example"}).encode()
+    head = (
+        f"POST /api/v1/d365/push-lead HTTP/1.1\r\nHost: 127.0.0.1\r\nx-functions-key: {stack.function_key}\r\n"
+        "Content-Type: application/json\r\nConnection: close\r\n"
+    ).encode()
+    chunked = head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(lead) + lead + b"\r\n0\r\n\r\n"
+    answer = _raw_http(stack, chunked)
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+    stack.wait_status("chunked-body.example", "synced")
+    negative = _raw_http(stack, head + b"Content-Length: -1\r\n\r\n" + lead)  # answered, not a hang
+    assert negative.startswith(b"HTTP/1.1 400")
