@@ -129,9 +129,10 @@ Ctrl-C stops everything.
 """,
         flush=True,
     )
-    (STATE / "stack.json").write_text(
-        json.dumps({"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "function_key": function_key})
-    )
+    stack_info = {"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "function_key": function_key}
+    if "HUNTER_D365_BASE_URL" not in configured:  # the simulator runs: `make demo` reads its admin API
+        stack_info |= {"simulator_url": env["HUNTER_D365_BASE_URL"], "ca_bundle": env["REQUESTS_CA_BUNDLE"]}
+    (STATE / "stack.json").write_text(json.dumps(stack_info))
     while not stopping.wait(1):
         if host.poll() is not None:
             say("the host exited; see .devstack/host.log")

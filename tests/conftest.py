@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devstack.processes import AZURITE_BINARY, azurite_command, azurite_connection_string, free_port, wait_for_port
-from devstack.simulator import Simulator
+from devstack.simulator import Simulator, SimulatorAdmin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +83,9 @@ def names() -> dict[str, str]:
         "HUNTER_D365_RESULTS_QUEUE": f"results-{suffix}",
         "HUNTER_D365_STATE_TABLE": f"state{suffix}",
     }
+
+
+@pytest.fixture
+def admin(sim: Simulator) -> SimulatorAdmin:
+    """The simulator's admin API (leads, counters, faults, limits, secrets), after `sim`'s reset."""
+    return SimulatorAdmin(sim.base_url, timeout=10)
