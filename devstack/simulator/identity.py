@@ -24,7 +24,9 @@ def token(sim: Simulator, request: Request) -> Response:
     if client_id != sim.mi_client_id:
         return json_response(400, {"statusCode": 400, "message": f"Identity with client_id {client_id} not found."})
     resource = resource[: -len("/.default")] if resource.endswith("/.default") else resource
-    access_token, expires = sim.issue_token(resource, client_id)
+    # Resource-based requests get v1.0 tokens (issuer https://sts.windows.net/{tenant}/), as from the
+    # real endpoint; Azurite's OAuth mode accepts only Entra ID issuers (see devstack/processes.py).
+    access_token, expires = sim.issue_token(resource, client_id, version="1.0")
     return json_response(
         200,
         {

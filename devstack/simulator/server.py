@@ -27,7 +27,8 @@ Handler = Callable[[Simulator, Request], Response]
 
 def tls_context(sim: Simulator) -> ssl.SSLContext:
     """A server context with a certificate for 127.0.0.1/localhost from a new local CA; writes the
-    CA, and a bundle of the system CAs plus it (for REQUESTS_CA_BUNDLE), to the state directory."""
+    CA, a bundle of the system CAs plus it (for REQUESTS_CA_BUNDLE), and a certificate and key for
+    Azurite from the same CA, to the state directory."""
     import certifi
     import trustme
 
@@ -35,6 +36,12 @@ def tls_context(sim: Simulator) -> ssl.SSLContext:
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
     ca.cert_pem.write_to_path(str(sim.ca_path))
+    # A second leaf from the same CA for Azurite's HTTPS (`--cert`/`--key`): its OAuth mode refuses
+    # bearer tokens over plain HTTP, and clients trust it through the same bundle.
+    storage_cert = ca.issue_cert("127.0.0.1", "localhost")
+    storage_cert.cert_chain_pems[0].write_to_path(str(sim.storage_cert_path))
+    storage_cert.private_key_pem.write_to_path(str(sim.storage_key_path))
+    sim.storage_key_path.chmod(0o600)
     system = Path(certifi.where()).read_bytes()
     sim.bundle_path.write_bytes(system.rstrip(b"\n") + b"\n" + ca.cert_pem.bytes())
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -107,6 +107,8 @@ class Simulator:
         self._stop: Callable[[], None] | None = None
         self.ca_path = self.state_dir / "sim-ca.pem"
         self.bundle_path = self.state_dir / "ca-bundle.pem"
+        self.storage_cert_path = self.state_dir / "storage-cert.pem"
+        self.storage_key_path = self.state_dir / "storage-key.pem"
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -154,6 +156,8 @@ class Simulator:
             "managed_identity_client_id": self.mi_client_id,
             "ca_path": str(self.ca_path.resolve()),
             "ca_bundle": str(self.bundle_path.resolve()),
+            "storage_cert": str(self.storage_cert_path.resolve()),
+            "storage_key": str(self.storage_key_path.resolve()),
             "admin_url": f"{self.base_url}/_admin",
             "pid": os.getpid(),
         }
@@ -232,14 +236,24 @@ class Simulator:
         with self._lock:
             return appid in self._app_users
 
-    def issue_token(self, audience: str, appid: str) -> tuple[str, int]:
-        """A signed JWT for `audience`; returns (token, expires_on epoch)."""
+    def issue_token(self, audience: str, appid: str, version: str = "2.0") -> tuple[str, int]:
+        """A signed JWT for `audience`; returns (token, expires_on epoch).
+
+        `version` "1.0" gives the issuer of Entra ID's v1.0 access tokens, `https://sts.windows.net/{tenant}/`
+        (Microsoft Learn, "Access tokens in the Microsoft identity platform": `iss` and `ver` claims),
+        which is what the managed-identity endpoint hands out; "2.0" the simulator's own v2.0 issuer."""
         issued = int(now())
         expires = issued + int(self.token_lifetime)
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        issuer = (
+            f"https://sts.windows.net/{self.tenant_id}/"
+            if version == "1.0"
+            else f"{self.base_url}/{self.tenant_id}/v2.0"
+        )
         claims = {
             "aud": audience.rstrip("/"),
-            "iss": f"{self.base_url}/{self.tenant_id}/v2.0",
+            "iss": issuer,
+            "ver": version,
             "iat": issued,
             "nbf": issued,
             "exp": expires,

@@ -177,7 +177,11 @@ def base_env(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> dict[st
     env.update(names)
     env.update(
         {
-            "AzureWebJobsStorage": azurite.connection_string,
+            # Storage by identity, as Bicep configures it in Azure: the app and the host get tokens for
+            # https://storage.azure.com from the simulated managed-identity endpoint; Azurite checks them.
+            **azurite.identity_settings,
+            "IDENTITY_ENDPOINT": f"{sim.base_url}/msi/token",
+            "IDENTITY_HEADER": sim.identity_header,
             "HUNTER_D365_ENABLED": "true",
             "HUNTER_D365_BASE_URL": sim.base_url,
             "HUNTER_D365_AUTHORITY_HOST": sim.base_url,

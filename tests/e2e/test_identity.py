@@ -74,3 +74,14 @@ def test_unresolved_key_vault_reference_and_missing_setting_are_named(start_stac
     missing = start_stack(HUNTER_D365_BASE_URL="")
     body = requests.get(f"{missing.url}/api/healthz/ready", timeout=30).json()
     assert body["checks"]["settings"].startswith("error: HUNTER_D365_BASE_URL: required")
+
+
+def test_storage_is_reached_by_managed_identity_as_in_azure(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    assert "AzureWebJobsStorage" not in stack.env
+    assert stack.env["AzureWebJobsStorage__credential"] == "managedidentity"
+    stack.push({"domain": "by-identity.example"})
+    assert stack.wait_status("by-identity.example", "synced")["last_outcome"] == "created"
+    # Every storage call of the app and the host carried a token from the managed-identity endpoint
+    # (Azurite in OAuth mode refuses anything else: tests/integration/test_storage_identity.py).
+    assert stack.admin.routes()["mi_token"].get("200")
