@@ -39,7 +39,7 @@ import requests
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from devstack.processes import ROOT, ProcessGroup, simulator_env
-from devstack.simulator import DEFAULT_SECRET
+from devstack.simulator import DEFAULT_SECRET, SimulatorAdmin
 
 DATAVERSE_ROUTES = ("lead_", "whoami", "metadata")
 # The local host enforces function keys as Azure does: every benchmark host gets this key and every
@@ -52,25 +52,13 @@ HTTP.headers["x-functions-key"] = FUNCTION_KEY
 AZURE_THREADPOOL_THREAD_COUNT = "16"
 
 
-class SimAdmin:
-    """The simulator's admin API."""
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.url = f"{info['base_url']}/_admin"
-        self.verify = info["ca_bundle"]
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = requests.request(method, f"{self.url}/{path}", json=body, verify=self.verify, timeout=60)
-        response.raise_for_status()
-        return response.json()
-
-    def counts(self) -> tuple[int, int, int]:
-        """(Dataverse requests, token requests, 429s) so far."""
-        routes = self.call("GET", "counters")["routes"]
-        dataverse = sum(n for r, by in routes.items() if r.startswith(DATAVERSE_ROUTES) for n in by.values())
-        tokens = sum(routes.get("token", {}).values())
-        limited = sum(by.get("429", 0) for r, by in routes.items() if r.startswith(DATAVERSE_ROUTES))
-        return dataverse, tokens, limited
+def counts(admin: SimulatorAdmin) -> tuple[int, int, int]:
+    """(Dataverse requests, token requests, 429s) the simulator has answered so far."""
+    routes = admin.routes()
+    dataverse = sum(n for r, by in routes.items() if r.startswith(DATAVERSE_ROUTES) for n in by.values())
+    tokens = sum(routes.get("token", {}).values())
+    limited = sum(by.get("429", 0) for r, by in routes.items() if r.startswith(DATAVERSE_ROUTES))
+    return dataverse, tokens, limited
 
 
 def app_env(connection: str, info: dict[str, Any], **extra: str) -> dict[str, str]:
@@ -95,7 +83,7 @@ def app_env(connection: str, info: dict[str, Any], **extra: str) -> dict[str, st
 # -- 1. calls per push ------------------------------------------------------------------------
 
 
-def calls_per_push(connection: str, info: dict[str, Any], admin: SimAdmin) -> dict[str, Any]:
+def calls_per_push(connection: str, info: dict[str, Any], admin: SimulatorAdmin) -> dict[str, Any]:
     os.environ["REQUESTS_CA_BUNDLE"] = info["ca_bundle"]
     figures: dict[str, Any] = {}
     for key in ("false", "true"):
@@ -103,7 +91,7 @@ def calls_per_push(connection: str, info: dict[str, Any], admin: SimAdmin) -> di
     return figures
 
 
-def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimAdmin) -> dict[str, int]:
+def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimulatorAdmin) -> dict[str, int]:
     """Calls per kind of push, with (`key="true"`) or without the alternate key, in one process."""
     from shared.config import Settings
     from shared.models import LeadPush
@@ -120,7 +108,7 @@ def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimAdmin
     )
     services = build_services(Settings.from_env(env))
     label = "with alternate key" if key == "true" else "without alternate key"
-    tokens_before = admin.counts()[1]
+    tokens_before = counts(admin)[1]
     stamp = int(time.time())
     domain = f"calls-{key}-{stamp}.example"
     lead = LeadPush(domain=domain, company_name="Bench")
@@ -128,9 +116,9 @@ def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimAdmin
     batch = [LeadPush(domain=f"calls-{key}-{stamp}-{i}.example") for i in range(100)]
 
     def measure(action: Any) -> int:
-        before = admin.counts()[0]
+        before = counts(admin)[0]
         action()
-        return admin.counts()[0] - before
+        return counts(admin)[0] - before
 
     figures = {
         f"new lead, {label}": measure(lambda: process(lead.to_json().encode(), services)),
@@ -148,9 +136,9 @@ def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimAdmin
     )
     state = services.state.get(domain)
     assert state is not None and state.d365_lead_id
-    admin.call("DELETE", f"leads/{state.d365_lead_id}")
+    admin.delete_lead(state.d365_lead_id)
     figures[f"stored id lost in Dataverse, {label}"] = measure(lambda: process(repush, services))
-    figures[f"token requests for this process ({label})"] = admin.counts()[1] - tokens_before
+    figures[f"token requests for this process ({label})"] = counts(admin)[1] - tokens_before
     return figures
 
 
@@ -167,15 +155,11 @@ def parse(ts: str) -> float:
 
 
 def throughput(
-    group: ProcessGroup, connection: str, info: dict[str, Any], admin: SimAdmin, args: argparse.Namespace
+    group: ProcessGroup, connection: str, info: dict[str, Any], admin: SimulatorAdmin, args: argparse.Namespace
 ) -> dict[str, Any]:
-    admin.call("POST", "reset")
-    admin.call("POST", "config", {"latency_ms": args.latency_ms})
-    admin.call(
-        "POST",
-        "limits",
-        {"max_requests": int(args.rate * args.window), "window_seconds": args.window, "max_concurrent": 52},
-    )
+    admin.reset()
+    admin.configure(latency_ms=args.latency_ms)
+    admin.set_limits(max_requests=int(args.rate * args.window), window_seconds=args.window, max_concurrent=52)
     env = app_env(
         connection,
         info,
@@ -222,9 +206,9 @@ def throughput(
         if time.time() - last_report > 5:
             print(f"  synced {len(outcomes)}/{len(domains)} after {time.time() - started:.0f} s", flush=True)
             last_report = time.time()
-    leads = admin.call("GET", "leads")["value"]
+    leads = admin.leads()
     present = [lead["hnt_domain"] for lead in leads]
-    dataverse, _, limited = admin.counts()
+    dataverse, _, limited = counts(admin)
     wanted = set(domains)
     outcomes = [o for o in outcomes if o["domain"] in wanted]
     synced = [o for o in outcomes if o["status"] == "synced"]
@@ -248,7 +232,7 @@ def throughput(
         "p95_enqueued_to_synced_s": round(percentile(latencies, 0.95), 2),
         "lost": len(set(domains) - set(present)),
         "duplicates": len(present) - len(set(present)),
-        "max_concurrent_seen": admin.call("GET", "counters")["max_concurrent_seen"],
+        "max_concurrent_seen": admin.counters()["max_concurrent_seen"],
     }
     return figures
 
@@ -302,10 +286,10 @@ def batch_intake(group: ProcessGroup, connection: str, info: dict[str, Any], rou
 
 
 def idle_latency(
-    group: ProcessGroup, connection: str, info: dict[str, Any], admin: SimAdmin, samples: int
+    group: ProcessGroup, connection: str, info: dict[str, Any], admin: SimulatorAdmin, samples: int
 ) -> dict[str, Any]:
     """Click to synced on an idle app: one push at a time, with pauses that let polling back off."""
-    admin.call("POST", "reset")
+    admin.reset()
     env = app_env(
         connection,
         info,
@@ -418,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["cold start (import function_app)"] = cold_start()
         connection, _ = group.azurite()
         info = group.simulator()
-        admin = SimAdmin(info)
+        admin = SimulatorAdmin(info["base_url"], verify=info["ca_bundle"], timeout=60)
         if "calls" in sections:
             print("calls per push…", flush=True)
             figures["Dataverse calls per push"] = calls_per_push(connection, info, admin)

@@ -6,6 +6,14 @@ below. Setting `HUNTER_D365_BASE_URL` (environment or local.settings.json) point
 another Dataverse: the simulator is then not started, and the credentials, authority host and
 `REQUESTS_CA_BUNDLE` must come from you as well.
 
+Storage is reached by identity, as in Azure: Azurite runs over HTTPS (a certificate from the
+simulator's CA) in OAuth mode, and the app and the host get the `AzureWebJobsStorage__queueServiceUri`
+/ `__tableServiceUri` / `__credential=managedidentity` / `__clientId` settings Bicep writes, with tokens
+from the simulated managed-identity endpoint. `DEVSTACK_STORAGE=connection-string` (environment or
+local.settings.json) runs Azurite on plain HTTP with its account-key connection string instead, as
+does pointing the stack at your own Dataverse (no simulator, so no managed-identity endpoint). The
+account-key connection string, for Storage Explorer and the like, is in `.devstack/stack.json`.
+
 The host enforces function keys as Azure does. The local keys are made once and kept in
 `.devstack/keys.json` (or taken from `LOCAL_HOST_MASTER_KEY` / `LOCAL_HOST_FUNCTION_KEY`); they are
 printed at startup and used in the curl lines.
@@ -23,7 +31,7 @@ from pathlib import Path
 
 import requests
 
-from devstack.processes import ProcessGroup, simulator_env
+from devstack.processes import AzuriteTls, ProcessGroup, identity_storage_settings, simulator_env
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".devstack"
@@ -84,6 +92,25 @@ def main(argv: list[str]) -> int:
         say("stopped")
 
 
+def start_azurite(stack: ProcessGroup, env: dict[str, str], info: dict[str, str] | None) -> str:
+    """Start Azurite and point `env` at it; returns its account-key connection string.
+
+    By identity, as in Azure, when the simulator runs (its managed-identity endpoint issues the
+    storage tokens): Azurite over HTTPS in OAuth mode and the `AzureWebJobsStorage__*` settings Bicep
+    writes. With a connection string (plain HTTP, account key) when the simulator does not run or
+    `DEVSTACK_STORAGE=connection-string` asks for it."""
+    if info is None or env.get("DEVSTACK_STORAGE", "identity") == "connection-string":
+        env["AzureWebJobsStorage"], ports = stack.azurite()
+        mode = "http, account key: AzureWebJobsStorage is a connection string"
+    else:
+        connection, ports = stack.azurite(AzuriteTls(Path(info["storage_cert"]), Path(info["storage_key"])))
+        env.pop("AzureWebJobsStorage", None)  # the identity-based settings below, as in Azure
+        env.update(identity_storage_settings(ports, info["managed_identity_client_id"]))
+        mode = "https + OAuth: the app and the host by managed identity"
+    say(f"Azurite      queue :{ports['queue']}  table :{ports['table']}  blob :{ports['blob']}  ({mode})")
+    return env.get("AzureWebJobsStorage") or connection
+
+
 def run(stack: ProcessGroup, stopping: threading.Event) -> int:
     # What the user set (local.settings.json, then the environment on top) wins over the defaults.
     configured = file_settings() | {
@@ -92,11 +119,7 @@ def run(stack: ProcessGroup, stopping: threading.Event) -> int:
     env = dict(os.environ) | LOCAL_DEFAULTS | configured
     keys = local_keys(configured)
     env.update(keys)
-    if "AzureWebJobsStorage" not in configured or configured["AzureWebJobsStorage"] == "UseDevelopmentStorage=true":
-        env["AzureWebJobsStorage"], ports = stack.azurite()
-        say(
-            f"Azurite      queue :{ports['queue']}  table :{ports['table']}  blob :{ports['blob']}  (data in .devstack/azurite)"
-        )
+    info: dict[str, str] | None = None
     if "HUNTER_D365_BASE_URL" not in configured:
         info = stack.simulator()
         say(f"Simulator    {info['base_url']}  (Dataverse, Entra ID, Key Vault, managed identity; admin at /_admin)")
@@ -108,6 +131,9 @@ def run(stack: ProcessGroup, stopping: threading.Event) -> int:
             env["HUNTER_D365_CLIENT_SECRET_NAME"] = info["secret_name"]
     else:
         say(f"Dataverse    {configured['HUNTER_D365_BASE_URL']}  (yours; the simulator is not started)")
+    storage_connection = ""
+    if "AzureWebJobsStorage" not in configured or configured["AzureWebJobsStorage"] == "UseDevelopmentStorage=true":
+        storage_connection = start_azurite(stack, env, info)
     url, host = stack.host(env, port=int(os.environ["HOST_PORT"]) if "HOST_PORT" in os.environ else None)
     say(f"Functions    {url}/api  (logs: .devstack/host.log)")
     function_key, master_key = keys["LOCAL_HOST_FUNCTION_KEY"], keys["LOCAL_HOST_MASTER_KEY"]
@@ -129,9 +155,12 @@ Ctrl-C stops everything.
 """,
         flush=True,
     )
-    (STATE / "stack.json").write_text(
-        json.dumps({"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "function_key": function_key})
-    )
+    stack_info = {"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "function_key": function_key}
+    if info is not None:  # the simulator runs: `make demo` reads its admin API
+        stack_info |= {"simulator_url": info["base_url"], "ca_bundle": info["ca_bundle"]}
+    if storage_connection:  # for tools that need Azurite's account key (Storage Explorer, az storage)
+        stack_info["storage_connection_string"] = storage_connection
+    (STATE / "stack.json").write_text(json.dumps(stack_info))
     while not stopping.wait(1):
         if host.poll() is not None:
             say("the host exited; see .devstack/host.log")

@@ -2,7 +2,8 @@
 status change until each is done, then print a table with the Dynamics links.
 
 Usage: python -m devstack.demo [--url http://127.0.0.1:7071] [--key FUNCTION_KEY] [--timeout 120]
-The function key defaults to the one `make run` wrote to .devstack/stack.json.
+The function key defaults to the one `make run` wrote to .devstack/stack.json. When `make run` started
+the simulator, the demo ends with what the simulated Dataverse holds (its admin API).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from devstack.simulator import SimulatorAdmin
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = [
@@ -107,7 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         state = states[domain]
         link = state.get("d365_url") or state.get("last_error") or ""
         print(f"{domain:<32} {state['status']!s:<9} {state.get('last_outcome') or '':<15} {link}")
+    if stack.get("simulator_url"):
+        show_simulated_dataverse(SimulatorAdmin(stack["simulator_url"], verify=stack["ca_bundle"], timeout=10))
     return 0 if all(last.get(d) == "synced" for d in domains) else 1
+
+
+def show_simulated_dataverse(admin: SimulatorAdmin) -> None:
+    """What the simulated Dataverse holds and the requests it answered, from its admin API."""
+    leads = admin.leads()
+    print(f"\nThe simulated Dataverse holds {len(leads)} lead(s); requests it answered, by route and status:")
+    for route, by_status in sorted(admin.routes().items()):
+        print(f"  {route:<14} " + "  ".join(f"{status}×{n}" for status, n in sorted(by_status.items())))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,38 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BINARY = ROOT / "node_modules" / ".bin" / "azurite"
-# Azurite's well-known development account key (public, the same in every Azurite).
+# Azurite's well-known development account and key (public, the same in every Azurite).
+AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@dataclass(frozen=True)
+class AzuriteTls:
+    """Azurite over HTTPS in OAuth mode.
+
+    What Azurite 3.37.0 (package.json) checks in a bearer token, read from
+    `node_modules/azurite/dist/src/queue/authentication/QueueTokenAuthenticator.js` (and the table
+    twin `table/authentication/TableTokenAuthenticator.js`), `authenticateBasic`: the request must be
+    HTTPS; the token must decode as a JWT (the signature is not checked in `basic`); `nbf`, `exp`
+    and `iat` must be present and now within [nbf, exp]; `iss` must start with one of
+    `VALID_ISSUE_PREFIXES` (`common/utils/constants.js`: https://sts.windows.net/,
+    https://sts.microsoftonline.de/, https://sts.chinacloudapi.cn/, https://sts.windows-ppe.net);
+    `aud` must fully match one of `VALID_QUEUE_AUDIENCES` / `VALID_TABLE_AUDIENCES`
+    (`queue/utils/constants.js`, `table/utils/constants.js`): https://storage.azure.com[/], the
+    storage app id e406a681-f3d4-42a8-90b6-c2b029497af1, or https://<account>.queue|table.core.windows.net[/]
+    (and the sovereign clouds). A failed check is 403 AuthenticationFailed with the reason in
+    AuthenticationErrorDetail; a request with no credential is 403 AuthenticationFailed too (the
+    authenticators run in turn, `queue/QueueRequestListenerFactory.js`). The account key (shared key)
+    and SAS keep working alongside."""
+
+    cert: Path
+    key: Path
 
 
 def free_port() -> int:
@@ -60,16 +85,18 @@ def wait_for_signal() -> None:
     stop.wait()
 
 
-def azurite_command(ports: dict[str, int], location: Path | None = None) -> list[str]:
-    """Azurite's command line: no telemetry, any API version, the given ports; in memory
-    unless `location` holds its data."""
+def azurite_command(ports: dict[str, int], location: Path | None = None, tls: AzuriteTls | None = None) -> list[str]:
+    """Azurite's command line: no telemetry, any API version, the given ports; in memory unless
+    `location` holds its data. With `tls`, HTTPS with that certificate and OAuth mode `basic`."""
     storage = ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    secure = ["--cert", str(tls.cert), "--key", str(tls.key), "--oauth", "basic"] if tls else []
     return [
         str(AZURITE_BINARY),
         "--silent",
         "--disableTelemetry",
         "--skipApiVersionCheck",
         *storage,
+        *secure,
         "--blobPort",
         str(ports["blob"]),
         "--queuePort",
@@ -79,14 +106,31 @@ def azurite_command(ports: dict[str, int], location: Path | None = None) -> list
     ]
 
 
-def azurite_connection_string(ports: dict[str, int]) -> str:
-    """The connection string of an Azurite listening on `ports` (blob, queue, table)."""
+def azurite_endpoints(ports: dict[str, int], https: bool) -> dict[str, str]:
+    """The blob, queue and table endpoints of an Azurite on `ports` (path-style, account in the path)."""
+    scheme = "https" if https else "http"
+    return {name: f"{scheme}://127.0.0.1:{ports[name]}/{AZURITE_ACCOUNT}" for name in ("blob", "queue", "table")}
+
+
+def azurite_connection_string(ports: dict[str, int], https: bool = False) -> str:
+    """The account-key connection string of an Azurite listening on `ports` (blob, queue, table)."""
+    endpoints = azurite_endpoints(ports, https)
     return (
-        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://127.0.0.1:{ports['blob']}/devstoreaccount1;"
-        f"QueueEndpoint=http://127.0.0.1:{ports['queue']}/devstoreaccount1;"
-        f"TableEndpoint=http://127.0.0.1:{ports['table']}/devstoreaccount1;"
+        f"DefaultEndpointsProtocol={'https' if https else 'http'};AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={endpoints['blob']};QueueEndpoint={endpoints['queue']};TableEndpoint={endpoints['table']};"
     )
+
+
+def identity_storage_settings(ports: dict[str, int], client_id: str) -> dict[str, str]:
+    """The identity-based `AzureWebJobsStorage` settings Bicep writes (infra/app/api.bicep), pointed at
+    an Azurite on `ports` in OAuth mode: service URIs, `__credential=managedidentity`, `__clientId`."""
+    endpoints = azurite_endpoints(ports, https=True)
+    return {
+        "AzureWebJobsStorage__queueServiceUri": endpoints["queue"],
+        "AzureWebJobsStorage__tableServiceUri": endpoints["table"],
+        "AzureWebJobsStorage__credential": "managedidentity",
+        "AzureWebJobsStorage__clientId": client_id,
+    }
 
 
 def simulator_env(info: dict[str, Any]) -> dict[str, str]:
@@ -131,17 +175,18 @@ class ProcessGroup:
         except (RuntimeError, TimeoutError) as exc:
             raise SystemExit(f"{exc}; see {self.state_dir / name}.log") from None
 
-    def azurite(self) -> tuple[str, dict[str, int]]:
-        """Start Azurite (data under the state dir); returns (connection string, ports)."""
+    def azurite(self, tls: AzuriteTls | None = None) -> tuple[str, dict[str, int]]:
+        """Start Azurite (data under the state dir), over HTTPS in OAuth mode when `tls` is given;
+        returns (its account-key connection string, ports)."""
         if not AZURITE_BINARY.exists():
             raise SystemExit("Azurite is missing: run `make setup` (or `npm install`) first")
         ports = {name: self.port(default) for name, default in (("blob", 10000), ("queue", 10001), ("table", 10002))}
         data = self.state_dir / "azurite"
         data.mkdir(parents=True, exist_ok=True)
-        process = self.spawn("azurite", azurite_command(ports, data))
+        process = self.spawn("azurite", azurite_command(ports, data, tls))
         for port in ports.values():
             self.wait_port(port, process, "azurite")
-        return azurite_connection_string(ports), ports
+        return azurite_connection_string(ports, https=tls is not None), ports
 
     def simulator(self) -> dict[str, Any]:
         """Start the simulator as its own process; returns its `info()`."""

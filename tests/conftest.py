@@ -1,7 +1,8 @@
 """Fixtures shared by every test layer: the simulator (in-process, HTTPS on loopback) and Azurite.
 
 The simulator is started once per session and reset before each test that asks for `sim`;
-Azurite is started once per session from `node_modules` on free ports, in memory. Each test gets its own queue and table names (`names`).
+Azurite is started once per session from `node_modules` on free ports, in memory, over HTTPS in
+OAuth mode. Each test gets its own queue and table names (`names`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from devstack.processes import AZURITE_BINARY, azurite_command, azurite_connection_string, free_port, wait_for_port
-from devstack.simulator import Simulator
+from devstack.processes import (
+    AZURITE_BINARY,
+    AzuriteTls,
+    azurite_command,
+    azurite_connection_string,
+    free_port,
+    identity_storage_settings,
+    wait_for_port,
+)
+from devstack.simulator import Simulator, SimulatorAdmin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,25 +55,33 @@ def sim(simulator: Simulator) -> Simulator:
 
 @dataclass(frozen=True)
 class Azurite:
-    """A running Azurite: its connection string and ports."""
+    """A running Azurite, over HTTPS in OAuth mode (certificate from the simulator's CA).
+
+    `identity_settings` are the identity-based `AzureWebJobsStorage__*` settings Bicep writes, for
+    the app and the host: they reach Azurite with tokens from the simulated managed identity.
+    `connection_string` (the well-known account key over HTTPS) is the tests' own way in, to peek
+    at queues and read table rows without adding token requests to the simulator's counters."""
 
     connection_string: str
+    identity_settings: dict[str, str]
     queue_port: int
     table_port: int
 
 
 @pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    """Azurite (queue + table + blob) on free ports for the session."""
+def azurite(tmp_path_factory: pytest.TempPathFactory, simulator: Simulator) -> Iterator[Azurite]:
+    """Azurite (queue + table + blob) on free ports for the session, HTTPS + OAuth (`--oauth basic`)."""
     if not AZURITE_BINARY.exists():
         pytest.fail("Azurite is not installed: run `make setup` (npm install) first")
     ports = {"blob": free_port(), "queue": free_port(), "table": free_port()}
-    process = subprocess.Popen(azurite_command(ports), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tls = AzuriteTls(simulator.storage_cert_path, simulator.storage_key_path)
+    process = subprocess.Popen(azurite_command(ports, tls=tls), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for port in ports.values():
             wait_for_port(port, process=process, name="azurite")
         yield Azurite(
-            connection_string=azurite_connection_string(ports),
+            connection_string=azurite_connection_string(ports, https=True),
+            identity_settings=identity_storage_settings(ports, simulator.mi_client_id),
             queue_port=ports["queue"],
             table_port=ports["table"],
         )
@@ -83,3 +100,9 @@ def names() -> dict[str, str]:
         "HUNTER_D365_RESULTS_QUEUE": f"results-{suffix}",
         "HUNTER_D365_STATE_TABLE": f"state{suffix}",
     }
+
+
+@pytest.fixture
+def admin(sim: Simulator) -> SimulatorAdmin:
+    """The simulator's admin API (leads, counters, faults, limits, secrets), after `sim`'s reset."""
+    return SimulatorAdmin(sim.base_url, timeout=10)

@@ -25,7 +25,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from devstack.processes import free_port
-from devstack.simulator import DEFAULT_SECRET, Simulator
+from devstack.simulator import DEFAULT_SECRET, Simulator, SimulatorAdmin
 from tests.conftest import ROOT, Azurite
 
 
@@ -36,6 +36,8 @@ class Stack:
         self.sim = sim
         self.azurite = azurite
         self.env = env
+        # The simulator's admin API: leads, counters, faults, limits, secrets.
+        self.admin = SimulatorAdmin(sim.base_url, timeout=10)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs: list[dict[str, Any]] = []
@@ -117,10 +119,6 @@ class Stack:
         self.responses.append(response.text)
         return response
 
-    def routes(self) -> dict[str, dict[str, int]]:
-        """The simulator's request counters, {route: {status: n}}, without its admin calls."""
-        return {route: n for route, n in self.admin("GET", "counters")["routes"].items() if route != "admin"}
-
     def status(self, domain: str) -> dict[str, Any]:
         response = self.http.get(f"{self.url}/api/v1/d365/leads/{domain}", timeout=30)
         self.responses.append(response.text)
@@ -142,14 +140,6 @@ class Stack:
                 lambda: (s := self.status(domain)) and s["status"] in statuses and s, timeout, f"{domain} → {statuses}"
             )
         )
-
-    def sim_leads(self) -> list[dict[str, Any]]:
-        return list(requests.get(f"{self.sim.base_url}/_admin/leads", timeout=10).json()["value"])
-
-    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = requests.request(method, f"{self.sim.base_url}/_admin/{path}", json=body, timeout=10)
-        response.raise_for_status()
-        return response.json()
 
     def queue(self, name: str, encode: bool = True) -> QueueClient:
         options: dict[str, Any] = {"api_version": "2021-12-02"}
@@ -187,7 +177,11 @@ def base_env(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> dict[st
     env.update(names)
     env.update(
         {
-            "AzureWebJobsStorage": azurite.connection_string,
+            # Storage by identity, as Bicep configures it in Azure: the app and the host get tokens for
+            # https://storage.azure.com from the simulated managed-identity endpoint; Azurite checks them.
+            **azurite.identity_settings,
+            "IDENTITY_ENDPOINT": f"{sim.base_url}/msi/token",
+            "IDENTITY_HEADER": sim.identity_header,
             "HUNTER_D365_ENABLED": "true",
             "HUNTER_D365_BASE_URL": sim.base_url,
             "HUNTER_D365_AUTHORITY_HOST": sim.base_url,
@@ -228,7 +222,7 @@ def start_stack(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> Iter
     yield start
     # Every secret any host of this test could have held: the simulator's default, whatever the
     # test configured, and every secret the simulator currently accepts (after rotations).
-    secrets = {DEFAULT_SECRET, *(s for values in sim.client_secrets.values() for s in values)}
+    secrets = {DEFAULT_SECRET, *sim.accepted_secrets()}
     secrets |= {stack.env.get("HUNTER_D365_CLIENT_SECRET", "") for stack in stacks}
     secrets = {secret for secret in secrets if len(secret) >= 8}
     for stack in stacks:

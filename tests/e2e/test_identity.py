@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import requests
 
-from devstack.simulator import DEFAULT_IDENTITY_HEADER, Simulator
+from devstack.simulator import DEFAULT_IDENTITY_HEADER, Simulator, SimulatorAdmin
 from tests.e2e.conftest import Stack
 
 
@@ -21,8 +21,9 @@ def test_secret_from_key_vault_survives_rotation_without_restart(
     canary = "CANARY-7f3a9c-secret-value"
     # Tokens that live 60 s are never served from MSAL's cache (it renews 5 minutes early), so
     # every push asks Entra ID and must present the current secret.
-    requests.post(f"{sim.base_url}/_admin/config", json={"token_lifetime": 60}, timeout=10).raise_for_status()
-    requests.post(f"{sim.base_url}/_admin/rotate-secret", json={"new_secret": canary}, timeout=10).raise_for_status()
+    admin = SimulatorAdmin(sim.base_url)
+    admin.configure(token_lifetime=60)
+    admin.rotate_secret(new_secret=canary)
     stack = start_stack(
         HUNTER_D365_CLIENT_SECRET="",
         HUNTER_KEYVAULT_URL=sim.base_url,
@@ -31,12 +32,12 @@ def test_secret_from_key_vault_survives_rotation_without_restart(
     )
     first = stack.push({"domain": "before-rotation.example"})
     stack.wait_status("before-rotation.example", "synced")
-    stack.admin("POST", "rotate-secret", {})  # the canary is revoked; Key Vault holds the new secret
+    stack.admin.rotate_secret()  # the canary is revoked; Key Vault holds the new secret
     second = stack.push({"domain": "after-rotation.example"})
     state = stack.wait_status("after-rotation.example", "synced", "error", timeout=40)
     assert state["status"] == "synced", state
     assert stack.events("d365_secret_refreshed")
-    assert len(stack.sim_leads()) == 2
+    assert len(stack.admin.leads()) == 2
     results = [m.content for m in stack.queue(stack.env["HUNTER_D365_RESULTS_QUEUE"]).peek_messages(max_messages=32)]
     seen = (
         "".join(stack.raw_logs)
@@ -60,7 +61,7 @@ def test_managed_identity_mode_needs_no_secret(start_stack: Callable[..., Stack]
     assert ready["checks"]["auth_mode"] == "managed_identity" and ready["checks"]["dataverse_auth"] == "ok"
     stack.push({"domain": "secretless.example"})
     assert stack.wait_status("secretless.example", "synced")["last_outcome"] == "created"
-    counters = stack.admin("GET", "counters")["routes"]
+    counters = stack.admin.routes()
     assert "token" not in counters and counters["mi_token"]
 
 
@@ -73,3 +74,14 @@ def test_unresolved_key_vault_reference_and_missing_setting_are_named(start_stac
     missing = start_stack(HUNTER_D365_BASE_URL="")
     body = requests.get(f"{missing.url}/api/healthz/ready", timeout=30).json()
     assert body["checks"]["settings"].startswith("error: HUNTER_D365_BASE_URL: required")
+
+
+def test_storage_is_reached_by_managed_identity_as_in_azure(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    assert "AzureWebJobsStorage" not in stack.env
+    assert stack.env["AzureWebJobsStorage__credential"] == "managedidentity"
+    stack.push({"domain": "by-identity.example"})
+    assert stack.wait_status("by-identity.example", "synced")["last_outcome"] == "created"
+    # Every storage call of the app and the host carried a token from the managed-identity endpoint
+    # (Azurite in OAuth mode refuses anything else: tests/integration/test_storage_identity.py).
+    assert stack.admin.routes()["mi_token"].get("200")

@@ -38,11 +38,11 @@ def assert_exactly_once(stack: Stack, domains: list[str], timeout: float) -> Non
     expected = set(domains)
 
     def all_there() -> bool:
-        return {lead["hnt_domain"] for lead in stack.sim_leads()} >= expected
+        return {lead["hnt_domain"] for lead in stack.admin.leads()} >= expected
 
     stack.wait_for(all_there, timeout=timeout, interval=0.5, what=f"{len(domains)} leads")
     stack.wait_for(lambda: stack.queue_length(stack.queue_name) == 0, timeout=timeout, what="an empty queue")
-    present = [lead["hnt_domain"] for lead in stack.sim_leads()]
+    present = [lead["hnt_domain"] for lead in stack.admin.leads()]
     assert sorted(present) == sorted(expected), "lost or duplicated leads"
     for domain in random.Random(1).sample(domains, min(20, len(domains))):
         assert stack.status(domain)["status"] == "synced"
@@ -57,18 +57,15 @@ def test_429_storm_and_5xx_flapping_during_a_batch(
     stack = start_stack(HUNTER_D365_DOMAIN_KEY=domain_key, **FAST_RETRIES)
     write = "lead_upsert" if domain_key == "true" else "lead_create"
     n = max(3, size // 8)
-    for fault in (
-        {"route": "*", "status": 429, "retry_after": 1, "times": n},
-        {"route": write, "status": 500, "times": n},
-        {"route": "lead_get", "status": 503, "times": n},
-        {"route": "lead_query", "status": 503, "times": n},
-        {"route": write, "drop_after_commit": True, "times": n},
-    ):
-        stack.admin("POST", "faults", fault)
+    stack.admin.add_fault("*", status=429, retry_after=1, times=n)
+    stack.admin.add_fault(write, status=500, times=n)
+    stack.admin.add_fault("lead_get", status=503, times=n)
+    stack.admin.add_fault("lead_query", status=503, times=n)
+    stack.admin.add_fault(write, drop_after_commit=True, times=n)
     domains = [f"storm-{i}.example" for i in range(size)]
     push_batch(stack, domains)
     assert_exactly_once(stack, domains, timeout=60 + size / 4)
-    routes = stack.admin("GET", "counters")["routes"]
+    routes = stack.admin.routes()
     assert sum(by.get("429", 0) for by in routes.values()) >= n  # the storm did happen
 
 
@@ -82,12 +79,12 @@ def test_host_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         **FAST_RETRIES,
     }
     stack = start_stack(**settings)
-    stack.admin("POST", "config", {"latency_ms": 120})  # slow Dataverse: the kill lands mid-push
+    stack.admin.configure(latency_ms=120)  # slow Dataverse: the kill lands mid-push
     domains = [f"killed-{i}.example" for i in range(size)]
     push_batch(stack, domains)
-    stack.wait_for(lambda: len(stack.sim_leads()) >= size // 4, what="a quarter synced")
+    stack.wait_for(lambda: len(stack.admin.leads()) >= size // 4, what="a quarter synced")
     stack.kill()
-    assert len(stack.sim_leads()) < size, "the batch finished before the kill; nothing was tested"
+    assert len(stack.admin.leads()) < size, "the batch finished before the kill; nothing was tested"
     restarted = start_stack(**settings)
     assert_exactly_once(restarted, domains, timeout=60 + size / 2)
 
@@ -95,13 +92,13 @@ def test_host_killed_mid_batch_loses_nothing_and_duplicates_nothing(
 def test_duplicate_delivery_to_several_hosts_is_one_lead(start_stack: Callable[..., Stack]) -> None:
     first = start_stack()
     second = start_stack()
-    first.admin("POST", "config", {"latency_ms": 80})
+    first.admin.configure(latency_ms=80)
     message = json.dumps({"schema_version": 1, "domain": "delivered-twice.example", "correlation_id": "dup-1"})
     queue = first.queue(first.queue_name)
     for _ in range(20):
         queue.send_message(message)
     first.wait_for(lambda: first.queue_length(first.queue_name) == 0, timeout=60, what="an empty queue")
-    [lead] = first.sim_leads()
+    [lead] = first.admin.leads()
     assert lead["hnt_domain"] == "delivered-twice.example"
     results = [json.loads(m.content) for m in first.queue(first.env["HUNTER_D365_RESULTS_QUEUE"]).peek_messages(32)]
     assert {r["d365_lead_id"] for r in results} == {lead["leadid"]}
@@ -140,6 +137,6 @@ def test_hostile_queue_messages_each_end_in_poison_once(start_stack: Callable[..
     )
     time.sleep(1.5)  # nothing comes back for another round
     assert stack.queue_length(poison) == total and stack.queue_length(stack.queue_name) == 0
-    assert not stack.sim_leads()
+    assert not stack.admin.leads()
     assert not stack.events("host_function_failed")
     assert requests.get(f"{stack.url}/api/healthz/live", timeout=10).ok

@@ -18,14 +18,14 @@ LEAD = {"domain": "same-domain.com", "company_name": "Same"}
 @pytest.mark.parametrize("domain_key", ["false", "true"])
 def test_same_domain_ten_times_at_once_is_one_lead(start_stack: Callable[..., Stack], domain_key: str) -> None:
     stack = start_stack(HUNTER_D365_DOMAIN_KEY=domain_key)
-    stack.admin("POST", "config", {"latency_ms": 150})  # long enough for the pushes to overlap
+    stack.admin.configure(latency_ms=150)  # long enough for the pushes to overlap
     with ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(lambda _: stack.push(LEAD).status_code, range(10)))
     assert set(codes) <= {200, 202}
     stack.wait_status("same-domain.com", "synced")
     stack.wait_for(lambda: stack.queue_length(stack.queue_name) == 0, what="queue drained", timeout=40)
     stack.wait_status("same-domain.com", "synced")
-    assert len(stack.sim_leads()) == 1
+    assert len(stack.admin.leads()) == 1
     creates = stack.events("d365_lead_created")
     assert len(creates) == 1
 
@@ -33,10 +33,10 @@ def test_same_domain_ten_times_at_once_is_one_lead(start_stack: Callable[..., St
 @pytest.mark.parametrize(("domain_key", "route"), [("false", "lead_create"), ("true", "lead_upsert")])
 def test_commit_then_drop_is_adopted_on_retry(start_stack: Callable[..., Stack], domain_key: str, route: str) -> None:
     stack = start_stack(HUNTER_D365_DOMAIN_KEY=domain_key)
-    stack.admin("POST", "faults", {"route": route, "drop_after_commit": True, "times": 1})
+    stack.admin.add_fault(route=route, drop_after_commit=True, times=1)
     stack.push(LEAD)
     state = stack.wait_status("same-domain.com", "synced")
-    [lead] = stack.sim_leads()
+    [lead] = stack.admin.leads()
     assert state["d365_lead_id"] == lead["leadid"]
     assert state["last_outcome"] == "already_exists" and state["attempts"] == 2
 
@@ -67,7 +67,7 @@ def test_bad_queue_messages_go_to_poison_once(start_stack: Callable[..., Stack])
         "unsupported_schema",
     ]
     assert len(stack.events("host_message_not_base64")) == 1
-    assert stack.admin("GET", "counters")["routes"].get("lead_create") is None
+    assert stack.admin.routes().get("lead_create") is None
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_batch_intake_reports_per_item_and_enqueues_the_good_ones(start_stack: C
     assert (body["accepted"], body["rejected"]) == (40, 3)
     assert [item["error"] for item in body["items"][40:]] == ["invalid_domain", "duplicate_domain", "invalid_body"]
     assert all(item["status"] == "queued" and item["message_id"] for item in body["items"][:40])
-    stack.wait_for(lambda: len(stack.sim_leads()) == 40, timeout=60, what="40 leads")
+    stack.wait_for(lambda: len(stack.admin.leads()) == 40, timeout=60, what="40 leads")
     results = stack.env["HUNTER_D365_RESULTS_QUEUE"]
     stack.wait_for(lambda: stack.queue_length(results) == 40, what="40 outcomes")
     again = stack.http.post(f"{stack.url}/api/v1/d365/push-leads", json={"leads": leads[:40]}, timeout=60).json()
@@ -134,7 +134,7 @@ def test_disabled_integration_refuses_intake_and_the_worker_defers(start_stack: 
     message = {"schema_version": 1, "domain": "deferred.example", "attempt": 0}
     stack.queue(stack.queue_name).send_message(json.dumps(message))
     stack.wait_for(lambda: stack.events("d365_push_deferred"), what="deferral")
-    assert not stack.sim_leads()
+    assert not stack.admin.leads()
     assert stack.queue(f"{stack.queue_name}-poison").peek_messages() == []
 
 
@@ -166,17 +166,17 @@ def test_health_endpoints_report_without_secrets(start_stack: Callable[..., Stac
     assert not_ready.json()["checks"]["dataverse_auth"] == "error: authentication failed"
     assert "AADSTS" not in not_ready.text and broken.env["HUNTER_D365_CLIENT_ID"] not in not_ready.text
     # A flood of probes is answered from a few seconds' cache, not with a token request each.
-    before = stack.routes().get("token", {})
+    before = stack.admin.routes().get("token", {})
     for _ in range(10):
         assert requests.get(f"{broken.url}/api/healthz/ready", timeout=30).status_code == 503
-    assert stack.routes().get("token", {}) == before
+    assert stack.admin.routes().get("token", {}) == before
 
 
 def test_correlation_id_travels_from_http_to_dataverse(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
     stack.push(LEAD, headers={"x-correlation-id": "trace-me-123"})
     stack.wait_status("same-domain.com", "synced")
-    seen = stack.admin("GET", "requests")["value"]
+    seen = stack.admin.requests()
     assert any(r["route"] == "lead_create" and r["client_request_id"] == "trace-me-123" for r in seen)
 
 
@@ -229,7 +229,7 @@ def test_a_hostile_batch_answers_per_item_and_pushes_the_rest(start_stack: Calla
             assert item["status"] == "rejected" and (item["field"], item["error"]) == expected[text], item
         else:
             assert item["status"] == "queued", item
-    stack.wait_for(lambda: len(stack.sim_leads()) == 20, timeout=60, what="the 20 good leads in Dynamics")
+    stack.wait_for(lambda: len(stack.admin.leads()) == 20, timeout=60, what="the 20 good leads in Dynamics")
 
 
 def test_hostile_queue_messages_are_rejected_once_naming_the_field(start_stack: Callable[..., Stack]) -> None:
@@ -246,4 +246,4 @@ def test_hostile_queue_messages_are_rejected_once_naming_the_field(start_stack: 
     )
     rejected = stack.events("d365_push_rejected")
     assert sorted(e["field"] for e in rejected) == ["attempt", "city", "correlation_id", "final_score"]
-    assert stack.admin("GET", "counters")["routes"].get("lead_create") is None
+    assert stack.admin.routes().get("lead_create") is None

@@ -37,7 +37,7 @@ def test_c1_create_happy_path(start_stack: Callable[..., Stack]) -> None:
         f"{stack.sim.base_url}/main.aspx?pagetype=entityrecord&etn=lead&id={state['d365_lead_id']}"
     )
     assert "etc=1" not in state["d365_url"] and state["last_synced_at"].endswith("Z")
-    [lead] = stack.sim_leads()
+    [lead] = stack.admin.leads()
     assert lead["leadid"] == state["d365_lead_id"]
     assert (lead["companyname"], lead["emailaddress1"], lead["telephone1"]) == (
         "Acme GmbH",
@@ -75,7 +75,7 @@ def test_c2_repush_is_idempotent(start_stack: Callable[..., Stack]) -> None:
     forced = stack.push({**ACME, "force": True})
     assert forced.status_code == 202
     stack.wait_for(lambda: len(stack.events("d365_lead_already_exists")) == 2, what="second already_exists")
-    [lead] = stack.sim_leads()
+    [lead] = stack.admin.leads()
     assert lead["companyname"] == "Acme GmbH" and lead["leadid"] == first["d365_lead_id"]
 
 
@@ -83,14 +83,14 @@ def test_c3_orphaned_id_recreates(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
     stack.push(ACME)
     old = stack.wait_status("acme-e2e.com", "synced")["d365_lead_id"]
-    stack.admin("DELETE", f"leads/{old}")
+    stack.admin.delete_lead(old)
     assert stack.push({**ACME, "d365_lead_id": old, "force": True}).status_code == 202
     state = stack.wait_for(
         lambda: (s := stack.status("acme-e2e.com"))["status"] == "synced" and s["d365_lead_id"] != old and s,
         what="a new id",
     )
     assert state["last_outcome"] == "recreated" and GUID.match(state["d365_lead_id"])
-    [lead] = stack.sim_leads()
+    [lead] = stack.admin.leads()
     assert lead["leadid"] == state["d365_lead_id"]
     [event] = stack.events("d365_lead_verification_failed")
     assert event["d365_lead_id"] == old
@@ -120,7 +120,7 @@ def test_d1_wrong_secret_errors_then_replays_after_the_fix(start_stack: Callable
     assert "AADSTS7000215" in state["last_error"] and "wrong-secret-value" not in state["last_error"]
     assert stack.events("d365_token_acquisition_failed") and stack.events("d365_push_failed")
     poison = f"{stack.queue_name}-poison"
-    assert stack.queue_length(poison) == 1 and not stack.sim_leads()
+    assert stack.queue_length(poison) == 1 and not stack.admin.leads()
     assert "wrong-secret-value" not in "".join(stack.raw_logs) + "".join(stack.peek(poison))
     stack.stop()
     fixed = start_stack()  # the operator fixes the secret (a new deployment of the setting)
@@ -129,21 +129,21 @@ def test_d1_wrong_secret_errors_then_replays_after_the_fix(start_stack: Callable
     ).json()
     assert replayed == {"replayed": 1, "invalid": 0}
     state = fixed.wait_status("acme-e2e.com", "synced")
-    assert state["last_outcome"] == "created" and len(fixed.sim_leads()) == 1
+    assert state["last_outcome"] == "created" and len(fixed.admin.leads()) == 1
     assert fixed.queue_length(poison) == 0
 
 
 def test_d2_rate_limit_waits_for_retry_after(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack(HUNTER_D365_DOMAIN_KEY="true")
-    stack.admin("POST", "faults", {"route": "lead_upsert", "status": 429, "retry_after": 3, "times": 1})
+    stack.admin.add_fault(route="lead_upsert", status=429, retry_after=3, times=1)
     stack.push(ACME)
     retrying = stack.wait_status("acme-e2e.com", "retrying", "synced")
     state = stack.wait_status("acme-e2e.com", "synced")
-    assert state["attempts"] == 2 and len(stack.sim_leads()) == 1
+    assert state["attempts"] == 2 and len(stack.admin.leads()) == 1
     assert retrying["status"] == "retrying" and "0x80072322" in (retrying["last_error"] or "")
     [scheduled] = stack.events("d365_push_retry_scheduled")
     assert scheduled["retry_after"] == 3 and scheduled["delay_seconds"] >= 3
-    requests_seen = stack.admin("GET", "requests")["value"]
+    requests_seen = stack.admin.requests()
     upserts = [r for r in requests_seen if r["route"] == "lead_upsert"]
     assert [r["status"] for r in upserts] == [429, 201]
     assert upserts[1]["at"] - upserts[0]["at"] >= 3
@@ -152,20 +152,20 @@ def test_d2_rate_limit_waits_for_retry_after(start_stack: Callable[..., Stack]) 
 
 def test_d3_persistent_500_ends_in_error_and_poison(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack(HUNTER_D365_MAX_ATTEMPTS="3")
-    stack.admin("POST", "faults", {"route": "lead_query", "status": 500, "times": -1})
+    stack.admin.add_fault(route="lead_query", status=500, times=-1)
     stack.push(ACME)
     state = stack.wait_status("acme-e2e.com", "error", timeout=40)
     assert state["attempts"] == 3 and "HTTP 500" in state["last_error"]
     delays = [e["delay_seconds"] for e in stack.events("d365_push_retry_scheduled")]
     assert delays == [1, 2]
     assert stack.queue_length(f"{stack.queue_name}-poison") == 1
-    assert not stack.sim_leads()
+    assert not stack.admin.leads()
     assert len(stack.events("d365_lead_lookup_error")) == 3
 
 
 def test_d3_transient_503_then_success(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    stack.admin("POST", "faults", {"route": "lead_create", "status": 503, "times": 1})
+    stack.admin.add_fault(route="lead_create", status=503, times=1)
     stack.push(ACME)
     state = stack.wait_status("acme-e2e.com", "synced")
-    assert state["attempts"] == 2 and len(stack.sim_leads()) == 1
+    assert state["attempts"] == 2 and len(stack.admin.leads()) == 1

@@ -20,24 +20,24 @@ def test_c2_repush_through_the_button_asks_dynamics_once(start_stack: Callable[.
     stack = start_stack(HUNTER_D365_DOMAIN_KEY="true")
     stack.push(LEAD)
     first = stack.wait_status("button-e2e.com", "synced")
-    before = stack.routes()
+    before = stack.admin.routes()
     again = stack.push({**LEAD, "company_name": "Button AG & Co."})
     assert again.status_code == 202 and again.json()["status"] == "queued"
     stack.wait_for(lambda: len(stack.events("d365_lead_already_exists")) == 1, what="already_exists")
     state = stack.wait_status("button-e2e.com", "synced")
     assert state["d365_lead_id"] == first["d365_lead_id"] and state["last_outcome"] == "already_exists"
     assert state["last_verified_at"] >= first["last_verified_at"]
-    after = stack.routes()
+    after = stack.admin.routes()
     # The re-push cost exactly one Dataverse request: the GET by the stored id.
     assert after["lead_get"] == {"200": 1} and after.get("lead_upsert") == before.get("lead_upsert")
-    assert len(stack.sim_leads()) == 1
+    assert len(stack.admin.leads()) == 1
 
 
 def test_c3_button_without_force_recreates_a_deleted_lead(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
     stack.push(LEAD)
     old = stack.wait_status("button-e2e.com", "synced")["d365_lead_id"]
-    stack.admin("DELETE", f"leads/{old}")
+    stack.admin.delete_lead(old)
     response = stack.push(LEAD)  # the user presses "Push to Dynamics" again: no force, no id
     assert response.status_code == 202
     state = stack.wait_for(
@@ -45,7 +45,7 @@ def test_c3_button_without_force_recreates_a_deleted_lead(start_stack: Callable[
         what="a new id",
     )
     assert state["last_outcome"] == "recreated" and GUID.match(state["d365_lead_id"])
-    [lead] = stack.sim_leads()
+    [lead] = stack.admin.leads()
     assert lead["leadid"] == state["d365_lead_id"]
     [failed] = stack.events("d365_lead_verification_failed")
     assert failed["d365_lead_id"] == old and failed["status_code"] == 404
@@ -64,7 +64,7 @@ def test_a_caller_supplied_id_of_another_domain_is_never_adopted(start_stack: Ca
     assert state["d365_lead_id"] != other and state["last_outcome"] == "created"
     [mismatch] = stack.events("d365_lead_verification_failed")
     assert mismatch["reason"] == "other_domain"
-    assert sorted(lead["hnt_domain"] for lead in stack.sim_leads()) == ["other-company.example", "victim.example"]
+    assert sorted(lead["hnt_domain"] for lead in stack.admin.leads()) == ["other-company.example", "victim.example"]
 
 
 def test_batches_skip_recently_verified_domains_and_verify_the_rest_in_one_query(
@@ -75,14 +75,14 @@ def test_batches_skip_recently_verified_domains_and_verify_the_rest_in_one_query
     assert stack.push_batch([{"domain": d} for d in domains]).status_code == 202
     for domain in domains:
         stack.wait_status(domain, "synced")
-    before = stack.routes()
+    before = stack.admin.routes()
     again = stack.push_batch([{"domain": d} for d in domains]).json()
     assert [item["status"] for item in again["items"]] == ["skipped"] * 5
     assert all(item["reason"] == "already_exists" and item["last_verified_at"] for item in again["items"])
-    assert stack.routes() == before  # verified less than HUNTER_D365_VERIFY_TTL_SECONDS ago: no request
+    assert stack.admin.routes() == before  # verified less than HUNTER_D365_VERIFY_TTL_SECONDS ago: no request
 
     gone = stack.status(domains[2])["d365_lead_id"]
-    stack.admin("DELETE", f"leads/{gone}")
+    stack.admin.delete_lead(gone)
     forced = stack.push_batch([{"domain": d, "force": True} for d in domains]).json()
     assert [item["status"] for item in forced["items"]] == ["skipped", "skipped", "queued", "skipped", "skipped"]
     state = stack.wait_for(
@@ -91,9 +91,9 @@ def test_batches_skip_recently_verified_domains_and_verify_the_rest_in_one_query
     )
     assert state["last_outcome"] == "recreated"
     # Five ids verified at intake in one query; the missing one verified once more by the worker.
-    assert stack.routes()["lead_query"] == {"200": 1}
-    assert stack.routes()["lead_get"] == {"404": 1}
-    assert len(stack.sim_leads()) == 5
+    assert stack.admin.routes()["lead_query"] == {"200": 1}
+    assert stack.admin.routes()["lead_get"] == {"404": 1}
+    assert len(stack.admin.leads()) == 5
 
 
 def test_batch_with_ttl_zero_verifies_every_synced_domain(start_stack: Callable[..., Stack]) -> None:
@@ -101,10 +101,10 @@ def test_batch_with_ttl_zero_verifies_every_synced_domain(start_stack: Callable[
     stack.push_batch([{"domain": "ttl0-a.example"}, {"domain": "ttl0-b.example"}])
     first = stack.wait_status("ttl0-a.example", "synced")
     stack.wait_status("ttl0-b.example", "synced")
-    queries = stack.routes()["lead_query"]["200"]
+    queries = stack.admin.routes()["lead_query"]["200"]
     answer = stack.push_batch([{"domain": "ttl0-a.example"}, {"domain": "ttl0-b.example"}]).json()
     assert [item["status"] for item in answer["items"]] == ["skipped", "skipped"]
-    assert stack.routes()["lead_query"]["200"] == queries + 1
+    assert stack.admin.routes()["lead_query"]["200"] == queries + 1
     assert stack.status("ttl0-a.example")["last_verified_at"] > first["last_verified_at"]
 
 
@@ -112,12 +112,12 @@ def test_revoked_tokens_heal_without_a_restart_with_one_token_request(start_stac
     stack = start_stack()
     stack.push({"domain": "before-revocation.example"})
     stack.wait_status("before-revocation.example", "synced")
-    assert stack.routes()["token"] == {"200": 1}
-    assert stack.admin("POST", "tokens/revoke")["revoked"] >= 1
+    assert stack.admin.routes()["token"] == {"200": 1}
+    assert stack.admin.revoke_tokens() >= 1
     stack.push({"domain": "after-revocation.example"})
     state = stack.wait_status("after-revocation.example", "synced", "error", "retrying")
     assert state["status"] == "synced", state
-    assert stack.routes()["token"] == {"200": 2}
+    assert stack.admin.routes()["token"] == {"200": 2}
     [refused] = stack.events("d365_token_refused")
     assert refused["operation"] == "GET leads" and "token" not in json.dumps(refused).replace("d365_token_refused", "")
 
@@ -132,15 +132,15 @@ def test_wrong_secret_everywhere_errors_then_replay_syncs_after_the_fix(
         IDENTITY_ENDPOINT=f"{sim.base_url}/msi/token",
         IDENTITY_HEADER=DEFAULT_IDENTITY_HEADER,
     )
-    stack.admin("PUT", f"secrets/{sim.secret_name}", {"value": "a-wrong-secret-in-the-vault"})
+    stack.admin.put_secret(sim.secret_name, "a-wrong-secret-in-the-vault")
     stack.push(LEAD)
     state = stack.wait_status("button-e2e.com", "error")
     assert state["last_error"].startswith("authentication failed") and "AADSTS7000215" in state["last_error"]
     assert stack.events("d365_secret_refreshed")  # it did re-read the vault before giving up
-    stack.admin("PUT", f"secrets/{sim.secret_name}", {"value": DEFAULT_SECRET})  # the operator fixes it
+    stack.admin.put_secret(sim.secret_name, DEFAULT_SECRET)  # the operator fixes it
     assert stack.replay().json() == {"replayed": 1, "invalid": 0}
     state = stack.wait_status("button-e2e.com", "synced")
-    assert state["last_outcome"] == "created" and len(stack.sim_leads()) == 1
+    assert state["last_outcome"] == "created" and len(stack.admin.leads()) == 1
 
 
 def test_replay_survives_anything_the_host_leaves_in_the_poison_queue(start_stack: Callable[..., Stack]) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
 import requests
 
-from devstack.simulator import DEFAULT_SECRET, Simulator
+from devstack.simulator import DEFAULT_SECRET, Simulator, SimulatorAdmin
 from shared.dataverse import (
     D365APIError,
     D365AuthenticationError,
@@ -17,12 +16,6 @@ from shared.dataverse import (
     MsalTokenProvider,
 )
 from shared.dataverse.auth import StaticSecret
-
-
-def admin(sim: Simulator, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    response = requests.request(method, f"{sim.base_url}/_admin/{path}", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()
 
 
 def make_client(sim: Simulator, secret: str = DEFAULT_SECRET) -> DataverseClient:
@@ -36,22 +29,26 @@ def make_client(sim: Simulator, secret: str = DEFAULT_SECRET) -> DataverseClient
     return DataverseClient(sim.base_url, tokens, timeout=10)
 
 
-def token_requests(sim: Simulator) -> int:
-    return sum(admin(sim, "GET", "counters")["routes"].get("token", {}).values())
+def token_requests(admin: SimulatorAdmin) -> int:
+    return sum(admin.routes().get("token", {}).values())
 
 
-def test_token_is_acquired_once_and_then_served_from_cache(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+def test_token_is_acquired_once_and_then_served_from_cache(
+    sim: Simulator, caplog: pytest.LogCaptureFixture, admin: SimulatorAdmin
+) -> None:
     client = make_client(sim)
     caplog.set_level(logging.INFO, logger="shared.dataverse.auth")
     client.who_am_i()
     client.who_am_i()
     client.get_lead("00000000-0000-0000-0000-000000000001")
-    assert token_requests(sim) == 1
+    assert token_requests(admin) == 1
     acquired = [r for r in caplog.records if r.getMessage() == "d365_token_acquired"]
     assert len(acquired) == 1 and acquired[0].token_source == "identity_provider"  # type: ignore[attr-defined]
 
 
-def test_d1_wrong_secret_is_an_authentication_error(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+def test_d1_wrong_secret_is_an_authentication_error(
+    sim: Simulator, caplog: pytest.LogCaptureFixture, admin: SimulatorAdmin
+) -> None:
     client = make_client(sim, secret="not-the-secret")
     with pytest.raises(D365AuthenticationError) as raised:
         client.who_am_i()
@@ -59,11 +56,11 @@ def test_d1_wrong_secret_is_an_authentication_error(sim: Simulator, caplog: pyte
     assert "AADSTS7000215" in raised.value.message
     assert "not-the-secret" not in str(raised.value)
     assert any(r.getMessage() == "d365_token_acquisition_failed" for r in caplog.records)
-    assert admin(sim, "GET", "counters")["routes"].get("whoami") is None
+    assert admin.routes().get("whoami") is None
 
 
-def test_expired_token_is_refused_by_dataverse_with_401(sim: Simulator) -> None:
-    admin(sim, "POST", "config", {"token_lifetime": 0})
+def test_expired_token_is_refused_by_dataverse_with_401(sim: Simulator, admin: SimulatorAdmin) -> None:
+    admin.configure(token_lifetime=0)
     client = make_client(sim)
     with pytest.raises(D365AuthenticationError) as raised:
         client.who_am_i()
@@ -77,26 +74,26 @@ def test_request_without_token_gets_the_real_401(sim: Simulator) -> None:
     assert response.headers["WWW-Authenticate"].startswith("Bearer authorization_uri=")
 
 
-def test_create_then_get_and_find_by_domain(sim: Simulator) -> None:
+def test_create_then_get_and_find_by_domain(sim: Simulator, admin: SimulatorAdmin) -> None:
     client = make_client(sim)
     lead_id = client.create_lead({"subject": "Hunter: Acme", "lastname": "Acme", "hnt_domain": "acme.com"})
     assert client.get_lead(lead_id) == lead_id
     assert client.find_lead("hnt_domain", "ACME.COM") == lead_id
-    stored = admin(sim, "GET", "leads")["value"]
+    stored = admin.leads()
     assert [lead["leadid"] for lead in stored] == [lead_id]
     assert stored[0]["companyname"] is None and stored[0]["hnt_domain"] == "acme.com"
 
 
-def test_c3_missing_id_is_none_not_an_error(sim: Simulator) -> None:
+def test_c3_missing_id_is_none_not_an_error(sim: Simulator, admin: SimulatorAdmin) -> None:
     client = make_client(sim)
     lead_id = client.create_lead({"subject": "gone", "hnt_domain": "gone.com"})
-    admin(sim, "DELETE", f"leads/{lead_id}")
+    admin.delete_lead(lead_id)
     assert client.get_lead(lead_id) is None
-    assert admin(sim, "GET", "counters")["routes"]["lead_get"] == {"404": 1}
+    assert admin.routes()["lead_get"] == {"404": 1}
 
 
-def test_d2_rate_limit_carries_retry_after(sim: Simulator) -> None:
-    admin(sim, "POST", "faults", {"route": "lead_create", "status": 429, "retry_after": 17, "times": 1})
+def test_d2_rate_limit_carries_retry_after(sim: Simulator, admin: SimulatorAdmin) -> None:
+    admin.add_fault(route="lead_create", status=429, retry_after=17, times=1)
     client = make_client(sim)
     with pytest.raises(D365RateLimitError) as raised:
         client.create_lead({"subject": "x"})
@@ -106,16 +103,18 @@ def test_d2_rate_limit_carries_retry_after(sim: Simulator) -> None:
 
 
 @pytest.mark.parametrize("status", [500, 503])
-def test_d3_server_errors_are_transient(sim: Simulator, status: int) -> None:
-    admin(sim, "POST", "faults", {"route": "lead_query", "status": status, "times": 1})
+def test_d3_server_errors_are_transient(sim: Simulator, status: int, admin: SimulatorAdmin) -> None:
+    admin.add_fault(route="lead_query", status=status, times=1)
     client = make_client(sim)
     with pytest.raises(D365APIError) as raised:
         client.find_lead("hnt_domain", "acme.com")
     assert raised.value.status == status and raised.value.transient
 
 
-def test_connection_dropped_after_commit_is_transient_and_the_write_happened(sim: Simulator) -> None:
-    admin(sim, "POST", "faults", {"route": "lead_create", "drop_after_commit": True, "times": 1})
+def test_connection_dropped_after_commit_is_transient_and_the_write_happened(
+    sim: Simulator, admin: SimulatorAdmin
+) -> None:
+    admin.add_fault(route="lead_create", drop_after_commit=True, times=1)
     client = make_client(sim)
     with pytest.raises(D365APIError) as raised:
         client.create_lead({"subject": "x", "hnt_domain": "dropped.com"})
@@ -170,7 +169,7 @@ def test_unknown_column_is_rejected(sim: Simulator) -> None:
     assert raised.value.code == "0x0" and "nonsense" in raised.value.message
 
 
-def test_create_only_upsert_through_the_alternate_key(sim: Simulator) -> None:
+def test_create_only_upsert_through_the_alternate_key(sim: Simulator, admin: SimulatorAdmin) -> None:
     client = make_client(sim)
     first = client.create_lead_if_absent("hnt_domain", "acme.com", {"subject": "a", "hnt_domain": "acme.com"})
     assert first.created and first.lead_id
@@ -178,7 +177,7 @@ def test_create_only_upsert_through_the_alternate_key(sim: Simulator) -> None:
     assert second == type(second)(None, created=False)
     assert client.get_lead_by_key("hnt_domain", "acme.com") == first.lead_id
     assert client.get_lead_by_key("hnt_domain", "nobody.com") is None
-    assert len(admin(sim, "GET", "leads")["value"]) == 1
+    assert len(admin.leads()) == 1
 
 
 def test_plain_create_violating_the_key_is_412(sim: Simulator) -> None:
@@ -201,8 +200,8 @@ def test_update_only_upsert_on_absent_key_is_404(sim: Simulator) -> None:
     assert response.status_code == 404
 
 
-def test_service_protection_limits_answer_429_with_the_documented_code(sim: Simulator) -> None:
-    admin(sim, "POST", "limits", {"max_requests": 2, "window_seconds": 60})
+def test_service_protection_limits_answer_429_with_the_documented_code(sim: Simulator, admin: SimulatorAdmin) -> None:
+    admin.set_limits(max_requests=2, window_seconds=60)
     client = make_client(sim)
     client.who_am_i()
     client.who_am_i()
@@ -211,10 +210,10 @@ def test_service_protection_limits_answer_429_with_the_documented_code(sim: Simu
     assert raised.value.code == "0x80072322" and 1 <= raised.value.retry_after <= 60
 
 
-def test_correlation_id_travels_as_client_request_id(sim: Simulator) -> None:
+def test_correlation_id_travels_as_client_request_id(sim: Simulator, admin: SimulatorAdmin) -> None:
     client = make_client(sim)
     client.who_am_i(correlation_id="corr-123")
-    seen = admin(sim, "GET", "requests")["value"]
+    seen = admin.requests()
     assert any(r["route"] == "whoami" and r["client_request_id"] == "corr-123" for r in seen)
 
 

@@ -6,12 +6,7 @@ import msal
 import pytest
 import requests
 
-from devstack.simulator import DEFAULT_IDENTITY_HEADER, DEFAULT_SECRET, Simulator
-
-
-def counters(sim: Simulator) -> dict[str, dict[str, int]]:
-    routes: dict[str, dict[str, int]] = requests.get(f"{sim.base_url}/_admin/counters", timeout=10).json()["routes"]
-    return routes
+from devstack.simulator import DEFAULT_IDENTITY_HEADER, DEFAULT_SECRET, Simulator, SimulatorAdmin
 
 
 def msal_app(sim: Simulator, secret: str) -> msal.ConfidentialClientApplication:
@@ -23,14 +18,14 @@ def msal_app(sim: Simulator, secret: str) -> msal.ConfidentialClientApplication:
     )
 
 
-def test_msal_client_credentials_and_cache(sim: Simulator) -> None:
+def test_msal_client_credentials_and_cache(sim: Simulator, admin: SimulatorAdmin) -> None:
     app = msal_app(sim, DEFAULT_SECRET)
     first = app.acquire_token_for_client([f"{sim.base_url}/.default"])
     second = app.acquire_token_for_client([f"{sim.base_url}/.default"])
     assert first["token_type"] == "Bearer" and first["expires_in"] > 3000
     assert first["token_source"] == "identity_provider" and second["token_source"] == "cache"
     assert second["access_token"] == first["access_token"]
-    assert counters(sim)["token"] == {"200": 1}
+    assert admin.routes()["token"] == {"200": 1}
 
 
 def test_msal_wrong_secret_is_invalid_client(sim: Simulator) -> None:
@@ -40,7 +35,7 @@ def test_msal_wrong_secret_is_invalid_client(sim: Simulator) -> None:
     assert result["error_description"].startswith("AADSTS7000215: Invalid client secret provided.")
 
 
-def test_managed_identity_credential(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_managed_identity_credential(sim: Simulator, monkeypatch: pytest.MonkeyPatch, admin: SimulatorAdmin) -> None:
     from azure.identity import ManagedIdentityCredential
 
     monkeypatch.setenv("IDENTITY_ENDPOINT", f"{sim.base_url}/msi/token")
@@ -53,7 +48,7 @@ def test_managed_identity_credential(sim: Simulator, monkeypatch: pytest.MonkeyP
     )
     assert who.status_code == 200 and who.json()["UserId"]
     credential.get_token(f"{sim.base_url}/.default")
-    assert counters(sim)["mi_token"] == {"200": 1}  # azure-identity cached the second one
+    assert admin.routes()["mi_token"] == {"200": 1}  # azure-identity cached the second one
 
 
 def test_managed_identity_with_wrong_header_is_refused(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +61,9 @@ def test_managed_identity_with_wrong_header_is_refused(sim: Simulator, monkeypat
         ManagedIdentityCredential().get_token(f"{sim.base_url}/.default")
 
 
-def test_key_vault_secret_client_through_the_challenge(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_vault_secret_client_through_the_challenge(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, admin: SimulatorAdmin
+) -> None:
     from azure.core.exceptions import ResourceNotFoundError
     from azure.identity import ManagedIdentityCredential
     from azure.keyvault.secrets import SecretClient
@@ -75,12 +72,14 @@ def test_key_vault_secret_client_through_the_challenge(sim: Simulator, monkeypat
     monkeypatch.setenv("IDENTITY_HEADER", DEFAULT_IDENTITY_HEADER)
     client = SecretClient(sim.base_url, ManagedIdentityCredential(), verify_challenge_resource=False)
     assert client.get_secret(sim.secret_name).value == DEFAULT_SECRET
-    assert counters(sim)["keyvault"] == {"401": 1, "200": 1}
+    assert admin.routes()["keyvault"] == {"401": 1, "200": 1}
     with pytest.raises(ResourceNotFoundError):
         client.get_secret("no-such-secret")
 
 
-def test_dataverse_sdk_creates_and_retrieves_a_lead(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dataverse_sdk_creates_and_retrieves_a_lead(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, admin: SimulatorAdmin
+) -> None:
     from azure.identity import ManagedIdentityCredential
     from PowerPlatform.Dataverse.client import DataverseClient
 
@@ -94,5 +93,5 @@ def test_dataverse_sdk_creates_and_retrieves_a_lead(sim: Simulator, monkeypatch:
         found = client.records.list("lead", filter="hnt_domain eq 'sdk.example'", select=["leadid"], top=1).first()
     assert record is not None and record["subject"] == "From the SDK"
     assert found is not None and found["leadid"] == lead_id
-    stored = requests.get(f"{sim.base_url}/_admin/leads", timeout=10).json()["value"]
+    stored = admin.leads()
     assert [lead["leadid"] for lead in stored] == [lead_id]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import io
 
 import pytest
-import requests
 
-from devstack.simulator import DEFAULT_SECRET, Simulator
+from devstack.simulator import DEFAULT_SECRET, Simulator, SimulatorAdmin
 from shared.smoketest import run
 
 
@@ -24,7 +23,7 @@ def env_for(sim: Simulator, **overrides: str) -> dict[str, str]:
     }
 
 
-def test_smoketest_passes_and_pushes_a_test_lead(sim: Simulator) -> None:
+def test_smoketest_passes_and_pushes_a_test_lead(sim: Simulator, admin: SimulatorAdmin) -> None:
     out = io.StringIO()
     assert run(env_for(sim), push_test_lead=True, out=out)
     lines = out.getvalue().splitlines()
@@ -34,7 +33,7 @@ def test_smoketest_passes_and_pushes_a_test_lead(sim: Simulator) -> None:
         ["PASS", "whoami"],
         ["PASS", "test"],
     ]
-    [lead] = requests.get(f"{sim.base_url}/_admin/leads", timeout=10).json()["value"]
+    [lead] = admin.leads()
     assert lead["leadid"] in lines[-1] and lead["hnt_domain"].endswith(".hunter-smoke.invalid")
     assert DEFAULT_SECRET not in out.getvalue()
 
@@ -51,10 +50,12 @@ def test_smoketest_passes_and_pushes_a_test_lead(sim: Simulator) -> None:
         ),
     ],
 )
-def test_smoketest_fails_clearly(sim: Simulator, overrides: dict[str, str], failing: str, says: str) -> None:
+def test_smoketest_fails_clearly(
+    sim: Simulator, overrides: dict[str, str], failing: str, says: str, admin: SimulatorAdmin
+) -> None:
     out = io.StringIO()
     assert not run(env_for(sim, **overrides), out=out)
     last = out.getvalue().splitlines()[-1]
     assert last.startswith(f"FAIL  {failing}") and says in last
     assert "wrong-smoke-secret" not in out.getvalue()
-    assert not requests.get(f"{sim.base_url}/_admin/leads", timeout=10).json()["value"]
+    assert not admin.leads()

@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 import requests
 from azure.identity import ManagedIdentityCredential
 
-from devstack.simulator import DEFAULT_SECRET, Simulator
+from devstack.simulator import DEFAULT_SECRET, Simulator, SimulatorAdmin
 from shared.dataverse import D365AuthenticationError, DataverseClient, ManagedIdentityTokenProvider, MsalTokenProvider
 from shared.dataverse.auth import StaticSecret
-
-
-def admin(sim: Simulator, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    response = requests.request(method, f"{sim.base_url}/_admin/{path}", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
-def routes(sim: Simulator) -> dict[str, dict[str, int]]:
-    return dict(admin(sim, "GET", "counters")["routes"])
 
 
 def msal_client(sim: Simulator) -> DataverseClient:
@@ -43,10 +32,10 @@ def mi_client(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> DataverseClien
     return DataverseClient(sim.base_url, tokens, timeout=10)
 
 
-def test_revoked_token_answers_401_with_the_dataverse_challenge(sim: Simulator) -> None:
+def test_revoked_token_answers_401_with_the_dataverse_challenge(sim: Simulator, admin: SimulatorAdmin) -> None:
     client = msal_client(sim)
     token = client.tokens.get_token()
-    assert admin(sim, "POST", "tokens/revoke")["revoked"] == 1
+    assert admin.revoke_tokens() == 1
     response = requests.get(
         f"{sim.base_url}/api/data/v9.2/WhoAmI", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
@@ -56,14 +45,14 @@ def test_revoked_token_answers_401_with_the_dataverse_challenge(sim: Simulator) 
 
 
 def test_revoked_msal_token_is_replaced_with_one_token_request(
-    sim: Simulator, caplog: pytest.LogCaptureFixture
+    sim: Simulator, caplog: pytest.LogCaptureFixture, admin: SimulatorAdmin
 ) -> None:
     client = msal_client(sim)
     client.who_am_i()
-    admin(sim, "POST", "tokens/revoke")
+    admin.revoke_tokens()
     caplog.set_level(logging.INFO)
     assert client.who_am_i()["UserId"]
-    counted = routes(sim)
+    counted = admin.routes()
     assert counted["token"] == {"200": 2}
     assert counted["whoami"] == {"200": 2, "401": 1}
     refused = [r for r in caplog.records if r.getMessage() == "d365_token_refused"]
@@ -72,31 +61,33 @@ def test_revoked_msal_token_is_replaced_with_one_token_request(
     assert client.tokens.get_token() not in said
 
 
-def test_a_burst_of_401s_on_many_threads_makes_one_token_request(sim: Simulator) -> None:
+def test_a_burst_of_401s_on_many_threads_makes_one_token_request(sim: Simulator, admin: SimulatorAdmin) -> None:
     client = msal_client(sim)
     client.who_am_i()
-    admin(sim, "POST", "tokens/revoke")
+    admin.revoke_tokens()
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda _: client.who_am_i(), range(24)))
     assert all(answer["UserId"] for answer in answers)
-    assert routes(sim)["token"] == {"200": 2}
+    assert admin.routes()["token"] == {"200": 2}
 
 
-def test_revoked_managed_identity_token_is_replaced(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_revoked_managed_identity_token_is_replaced(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, admin: SimulatorAdmin
+) -> None:
     client = mi_client(sim, monkeypatch)
     client.who_am_i()
-    admin(sim, "POST", "tokens/revoke")
+    admin.revoke_tokens()
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda _: client.who_am_i(), range(16)))
     assert all(answer["UserId"] for answer in answers)
-    counted = routes(sim)
+    counted = admin.routes()
     assert counted["mi_token"] == {"200": 2} and "token" not in counted
 
 
-def test_a_second_401_is_an_authentication_error(sim: Simulator) -> None:
-    admin(sim, "POST", "config", {"token_lifetime": 0})  # every token is expired when issued
+def test_a_second_401_is_an_authentication_error(sim: Simulator, admin: SimulatorAdmin) -> None:
+    admin.configure(token_lifetime=0)  # every token is expired when issued
     client = msal_client(sim)
     with pytest.raises(D365AuthenticationError) as raised:
         client.who_am_i()
     assert raised.value.status == 401 and str(raised.value).startswith("authentication failed")
-    assert routes(sim)["whoami"] == {"401": 2}
+    assert admin.routes()["whoami"] == {"401": 2}

@@ -1,0 +1,59 @@
+"""An HTTPS simulator of Dataverse (Web API v9.2, `leads`), Entra ID, Key Vault and the App Service
+managed-identity endpoint, for local runs and tests. One process, one port, on loopback.
+
+It speaks the wire protocol of `shared/reference/dataverse-wire.md` so that Microsoft's own
+clients (MSAL, azure-identity, azure-keyvault-secrets, PowerPlatform-Dataverse-Client) work
+against it unmodified. Its certificate comes from a local CA made by `trustme` at start-up; the
+CA and a bundle of the system CAs plus it are written to the state directory, for
+`REQUESTS_CA_BUNDLE`.
+
+One module per service it imitates; each reads the request and shapes the answer, and changes
+state only through the methods of `Simulator` (`state.py`):
+
+    module       routes (all on https://127.0.0.1:<port>)
+    entra        GET  /{tenant}/v2.0/.well-known/openid-configuration     Entra ID discovery
+                 POST /{tenant}/oauth2/v2.0/token                          client credentials
+    identity     GET  /msi/token?api-version=2019-08-01&resource=…          managed identity (X-IDENTITY-HEADER)
+    keyvault     GET  /secrets/{name}[/{version}]                          Key Vault (401 challenge first)
+    dataverse    *    /api/data/v9.2/…                                     leads, WhoAmI, EntityDefinitions,
+                                                                           service-protection limits, faults
+    admin        *    /_admin/…                                            faults, limits, rotation, inspection
+    server       the HTTPS server, the local CA, dispatch, `main`
+    admin_client `SimulatorAdmin`: the admin API for tests, benchmarks and the demo
+
+Run alone: `python -m devstack.simulator [--port 8443] [--state-dir .devstack]`.
+"""
+
+from devstack.simulator.admin_client import SimulatorAdmin
+from devstack.simulator.leads import LEAD_COLUMNS, select, validate_lead
+from devstack.simulator.state import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_IDENTITY_HEADER,
+    DEFAULT_MI_CLIENT_ID,
+    DEFAULT_SECRET,
+    DEFAULT_SECRET_NAME,
+    DEFAULT_TENANT,
+    Fault,
+    Limits,
+    Simulator,
+)
+from devstack.simulator.wire import Response, json_response, odata_error
+
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_IDENTITY_HEADER",
+    "DEFAULT_MI_CLIENT_ID",
+    "DEFAULT_SECRET",
+    "DEFAULT_SECRET_NAME",
+    "DEFAULT_TENANT",
+    "LEAD_COLUMNS",
+    "Fault",
+    "Limits",
+    "Response",
+    "Simulator",
+    "SimulatorAdmin",
+    "json_response",
+    "odata_error",
+    "select",
+    "validate_lead",
+]

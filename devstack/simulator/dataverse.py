@@ -1,0 +1,293 @@
+"""Dataverse Web API v9.2 for `leads`, `WhoAmI` and `EntityDefinitions`, behind a bearer token,
+the service-protection limits and the injected faults.
+
+Wire shapes from `shared/reference/dataverse-wire.md` (Microsoft Learn: "Use the Dataverse Web
+API", "Service protection API limits", "Use an alternate key to reference a record", "Web API
+error codes"). Every state change goes through the `Simulator`'s methods."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from devstack.odata import FilterSyntaxError, UnknownColumn, parse_filter
+from devstack.simulator.leads import ALL_COLUMNS, KEY_COLUMN, KEY_FORBIDDEN, PICKLISTS, select, validate_lead
+from devstack.simulator.wire import Request, Response, json_response, odata_error, seconds
+
+if TYPE_CHECKING:
+    from devstack.simulator.state import Fault, Simulator
+
+API_PREFIX = "/api/data/v9.2/"
+_GUID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
+_BAD_PAYLOAD = "Error identified in Payload provided by the user for Entity :'leads'."
+
+Handler = Callable[["Simulator", Request, dict[str, Any]], Response]
+
+
+def route(method: str, path: str) -> tuple[str, Handler]:
+    """The counter name and handler of a request under `API_PREFIX`."""
+    rest = path[len(API_PREFIX) :]
+    if rest in ("WhoAmI", "WhoAmI()"):
+        return "whoami", whoami
+    if rest.startswith("EntityDefinitions"):
+        return "metadata", metadata
+    if rest == "leads":
+        return ("lead_create", create) if method == "POST" else ("lead_query", query_leads)
+    if re.fullmatch(rf"leads\({_GUID}\)", rest):
+        return ("lead_delete", delete) if method == "DELETE" else ("lead_get", get)
+    if rest.startswith("leads(") and rest.endswith(")"):
+        return ("lead_upsert", upsert) if method == "PATCH" else ("lead_key_get", key_get)
+    return "lead_unknown", lambda *_: odata_error(404, "0x80060888", f"Resource not found for the segment '{rest}'.")
+
+
+def serve(sim: Simulator, request: Request) -> Response:
+    """Run one Dataverse request: token, limits, faults and latency, then its handler; counted."""
+    name, handler = route(request.method, request.path)
+    request_id = request.header("x-ms-client-request-id")
+    claims = sim.verify_token(request.header("Authorization"), sim.base_url)
+    if claims is None or not sim.is_app_user(claims.get("appid")):
+        sim.count(name, 401)
+        return Response(401, b"", {"WWW-Authenticate": challenge(sim)})
+    throttled = sim.admit()
+    if throttled is not None:
+        sim.count(name, 429)
+        return odata_error(429, throttled.code, throttled.message, {"Retry-After": seconds(throttled.retry_after)})
+    try:
+        fault = sim.take_fault(name)
+        delay = sim.latency_ms + (fault.latency_ms if fault else 0.0)
+        if delay:
+            time.sleep(delay / 1000)
+        if fault and fault.status:
+            response = fault_response(sim, fault)
+        else:
+            response = handler(sim, request, claims)
+            if fault and fault.drop_after_commit:
+                sim.count(name, 0, request_id)
+                return Response(0, drop=True)
+    finally:
+        sim.release()
+    sim.count(name, response.status, request_id)
+    return response
+
+
+def challenge(sim: Simulator) -> str:
+    """Dataverse's answer to a missing, expired or revoked token: 401, empty body, and this
+    header (Microsoft Learn, "Use OAuth authentication with Microsoft Dataverse": discover the
+    authority from the WWW-Authenticate header's authorization_uri and resource_id)."""
+    return f"Bearer authorization_uri={sim.base_url}/{sim.tenant_id}/oauth2/authorize, resource_id={sim.base_url}/"
+
+
+def fault_response(sim: Simulator, fault: Fault) -> Response:
+    """The answer an injected fault stands for."""
+    headers = {}
+    if fault.retry_after is not None or fault.status == 429:
+        headers["Retry-After"] = seconds(fault.retry_after if fault.retry_after is not None else 1)
+    if fault.status == 429:
+        return odata_error(
+            429,
+            fault.code or "0x80072322",
+            "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+            headers,
+        )
+    if fault.status == 401:
+        return Response(401, b"", {"WWW-Authenticate": challenge(sim)})
+    messages = {500: "An unexpected error occurred.", 503: "The service is temporarily unavailable."}
+    return odata_error(fault.status, fault.code or "0x80040216", messages.get(fault.status, "Injected fault."), headers)
+
+
+# -- WhoAmI and metadata -------------------------------------------------------------------------
+
+
+def whoami(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """GET WhoAmI"""
+    return json_response(
+        200,
+        {
+            "@odata.context": f"{sim.base_url}{API_PREFIX}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+            "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_DNS, "bu." + sim.tenant_id)),
+            "UserId": claims["oid"],
+            "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_DNS, "org." + sim.tenant_id)),
+        },
+    )
+
+
+def _picklists() -> dict[str, Any]:
+    return {
+        "value": [
+            {
+                "LogicalName": name,
+                "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+                "OptionSet": {
+                    "Options": [
+                        {
+                            "Value": value,
+                            "Label": {
+                                "LocalizedLabels": [{"Label": label, "LanguageCode": 1033}],
+                                "UserLocalizedLabel": {"Label": label, "LanguageCode": 1033},
+                            },
+                        }
+                        for value, label in options
+                    ]
+                },
+            }
+            for name, options in PICKLISTS.items()
+        ]
+    }
+
+
+def metadata(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """GET EntityDefinitions…: the `lead` entity and its picklist attributes."""
+    rest = request.path[len(API_PREFIX) :]
+    if "PicklistAttributeMetadata" in rest:
+        return json_response(200, _picklists())
+    wanted = re.search(r"LogicalName eq '([^']*)'", request.query.get("$filter", "")) or re.search(
+        r"LogicalName='([^']*)'", rest
+    )
+    lead = {
+        "LogicalName": "lead",
+        "EntitySetName": "leads",
+        "PrimaryIdAttribute": "leadid",
+        "PrimaryNameAttribute": "fullname",
+        "ObjectTypeCode": 4,
+        "MetadataId": "e3fe4ff2-a630-49bb-a1e9-debc3a076815",
+    }
+    rows = [lead] if wanted and wanted.group(1).lower() == "lead" else []
+    return json_response(
+        200, {"@odata.context": f"{sim.base_url}{API_PREFIX}$metadata#EntityDefinitions", "value": rows}
+    )
+
+
+# -- leads ---------------------------------------------------------------------------------------
+
+
+def _body(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
+    try:
+        data = json.loads(request.body or b"null")
+    except ValueError:
+        return None, odata_error(400, "0x80048d19", _BAD_PAYLOAD)
+    fields, error = validate_lead(data)
+    if error is not None or fields is None:
+        return None, error or odata_error(400, "0x0", "invalid body")
+    return fields, None
+
+
+def create(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """POST leads"""
+    fields, error = _body(request)
+    if fields is None:
+        return error or odata_error(400, "0x0", "invalid body")
+    record = sim.create_lead(fields)
+    if record is None:
+        return odata_error(
+            412,
+            "0x80060892",
+            "A record that has the attribute values Domain already exists. "
+            "The entity key hnt_domainkey requires that this set of attributes contains unique values.",
+        )
+    return _created(sim, request, record)
+
+
+def _created(sim: Simulator, request: Request, record: dict[str, Any], entity_url: str | None = None) -> Response:
+    entity_id = entity_url or f"{sim.base_url}{API_PREFIX}leads({record['leadid']})"
+    if "return=representation" in (request.header("Prefer") or ""):
+        data = select(record, request.query.get("$select"))
+        data["@odata.context"] = f"{sim.base_url}{API_PREFIX}$metadata#leads/$entity"
+        return json_response(201, data, {"OData-EntityId": entity_id, "Preference-Applied": "return=representation"})
+    return Response(204, b"", {"OData-EntityId": entity_id, "OData-Version": "4.0"})
+
+
+def _lead_id(request: Request) -> str:
+    return request.path[len(API_PREFIX) + len("leads(") : -1].lower()
+
+
+def get(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """GET leads({id})"""
+    lead_id = _lead_id(request)
+    record = sim.get_lead(lead_id)
+    if record is None:
+        return odata_error(404, "0x80040217", f"lead With Id = {lead_id} Does Not Exist")
+    data = select(record, request.query.get("$select"))
+    data["@odata.context"] = f"{sim.base_url}{API_PREFIX}$metadata#leads(leadid)/$entity"
+    return json_response(200, data)
+
+
+def delete(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """DELETE leads({id})"""
+    lead_id = _lead_id(request)
+    if not sim.delete_lead(lead_id):
+        return odata_error(404, "0x80040217", f"lead With Id = {lead_id} Does Not Exist")
+    return Response(204)
+
+
+def query_leads(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """GET leads?$filter=…&$select=…&$top=…"""
+    text = request.query.get("$filter")
+    try:
+        predicate = parse_filter(text, ALL_COLUMNS) if text else None
+    except FilterSyntaxError as exc:
+        return odata_error(400, "0x80060888", str(exc))
+    except UnknownColumn as exc:
+        return odata_error(
+            400, "0x80060888", f"Could not find a property named '{exc}' on type 'Microsoft.Dynamics.CRM.lead'."
+        )
+    try:
+        top = int(request.query.get("$top") or 5000)
+    except ValueError:
+        return odata_error(400, "0x80060888", "Invalid value for $top.")
+    rows = [select(r, request.query.get("$select")) for r in sim.leads(predicate)]
+    return json_response(
+        200, {"@odata.context": f"{sim.base_url}{API_PREFIX}$metadata#leads(leadid)", "value": rows[:top]}
+    )
+
+
+def _key(sim: Simulator, request: Request) -> tuple[str | None, Response | None]:
+    inner = request.path[len(API_PREFIX) + len("leads(") : -1]
+    match = re.fullmatch(r"(\w+)='((?:[^']|'')*)'", inner)
+    if not match:
+        return None, odata_error(400, "0x80060888", f"Bad Request - Error in query syntax: leads({inner}).")
+    if match.group(1).lower() != KEY_COLUMN or not sim.alternate_key:
+        return None, odata_error(
+            400, "0x80060888", f"The key '{match.group(1)}' is not defined as an alternate key for entity 'lead'."
+        )
+    value = match.group(2).replace("''", "'")
+    if any(ch in KEY_FORBIDDEN for ch in value):
+        return None, odata_error(400, "0x80060888", "Key values cannot contain / < > * % & : \\ ?")
+    return value, None
+
+
+def key_get(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """GET leads(hnt_domain='…')"""
+    value, error = _key(sim, request)
+    if error is not None or value is None:
+        return error or odata_error(400, "0x0", "bad key")
+    record = sim.find_by_key(value)
+    if record is None:
+        return odata_error(404, "0x80040217", f"lead With Id = {KEY_COLUMN}={value} Does Not Exist")
+    return json_response(200, select(record, request.query.get("$select")))
+
+
+def upsert(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """PATCH leads(hnt_domain='…'), with If-Match: * (update only) or If-None-Match: * (create only)."""
+    value, error = _key(sim, request)
+    if error is not None or value is None:
+        return error or odata_error(400, "0x0", "bad key")
+    fields, invalid = _body(request)
+    if fields is None:
+        return invalid or odata_error(400, "0x0", "invalid body")
+    entity_url = f"{sim.base_url}{API_PREFIX}leads({KEY_COLUMN}='{value}')"
+    outcome, record = sim.upsert_lead(
+        value, fields, if_match=request.header("If-Match") == "*", if_none_match=request.header("If-None-Match") == "*"
+    )
+    if outcome == "exists":
+        return odata_error(412, "0x80040237", "A record with matching key values already exists.")
+    if outcome == "missing" or record is None:
+        return odata_error(404, "0x80040217", f"lead With Id = {KEY_COLUMN}={value} Does Not Exist")
+    if outcome == "created":
+        return _created(sim, request, record, entity_url)
+    if "return=representation" in (request.header("Prefer") or ""):
+        return json_response(200, select(record, request.query.get("$select")))
+    return Response(204, b"", {"OData-EntityId": entity_url})

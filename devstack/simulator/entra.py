@@ -1,0 +1,109 @@
+"""Entra ID: OpenID discovery and the v2.0 token endpoint (client credentials with a secret).
+
+Shapes from Microsoft identity platform docs ("OAuth 2.0 client credentials flow", "OpenID Connect
+discovery") and MSAL's reading of them; AADSTS codes as Entra ID sends them for each refusal."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from devstack.simulator.state import now
+from devstack.simulator.wire import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from devstack.simulator.state import Simulator
+
+
+def discovery(sim: Simulator, request: Request) -> Response:
+    """GET /{tenant}/v2.0/.well-known/openid-configuration"""
+    tenant = request.path.strip("/").split("/")[0]
+    base = f"{sim.base_url}/{tenant}"
+    return json_response(
+        200,
+        {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "issuer": f"{base}/v2.0",
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "tenant_region_scope": "EU",
+        },
+    )
+
+
+def _error(sim: Simulator, request: Request, status: int, error: str, aadsts: int, description: str) -> Response:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    trace = str(uuid.uuid4())
+    correlation = request.header("client-request-id") or str(uuid.uuid4())
+    return json_response(
+        status,
+        {
+            "error": error,
+            "error_description": f"AADSTS{aadsts}: {description} Trace ID: {trace} Correlation ID: "
+            f"{correlation} Timestamp: {stamp}",
+            "error_codes": [aadsts],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": f"{sim.base_url}/error?code={aadsts}",
+        },
+    )
+
+
+def token(sim: Simulator, request: Request) -> Response:
+    """POST /{tenant}/oauth2/v2.0/token (grant_type=client_credentials, scope=<resource>/.default)"""
+    tenant = request.path.strip("/").split("/")[0]
+    form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+    if tenant != sim.tenant_id:
+        return _error(sim, request, 400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
+    if form.get("grant_type") != "client_credentials":
+        return _error(
+            sim, request, 400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type."
+        )
+    client_id = form.get("client_id", "")
+    if not sim.knows_client(client_id):
+        return _error(
+            sim,
+            request,
+            400,
+            "unauthorized_client",
+            700016,
+            f"Application with identifier '{client_id}' was not found in the directory '{tenant}'.",
+        )
+    if not sim.secret_matches(client_id, form.get("client_secret")):
+        return _error(
+            sim,
+            request,
+            401,
+            "invalid_client",
+            7000215,
+            f"Invalid client secret provided. Ensure the secret being sent in the request is the client "
+            f"secret value, not the client secret ID, for a secret added to app '{client_id}'.",
+        )
+    scope = form.get("scope", "")
+    if not scope.endswith("/.default"):
+        return _error(
+            sim, request, 400, "invalid_scope", 1002012, f"The provided value for scope {scope} is not valid."
+        )
+    access_token, expires = sim.issue_token(scope[: -len("/.default")], client_id)
+    return json_response(
+        200,
+        {
+            "token_type": "Bearer",
+            "expires_in": expires - int(now()),
+            "ext_expires_in": expires - int(now()),
+            "access_token": access_token,
+        },
+    )

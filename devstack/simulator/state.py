@@ -1,0 +1,482 @@
+"""The simulated services' state, behind one lock, and every change to it as a method of
+`Simulator`. The service modules (entra, dataverse, keyvault, identity, admin) read requests and
+shape answers; they change state only through these methods."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from devstack.simulator.leads import KEY_COLUMN, LEAD_COLUMNS
+
+DEFAULT_TENANT = "7d1f2c3a-0b4e-4c59-9a6d-2f1e3b4c5d6e"
+DEFAULT_CLIENT_ID = "3c8e4b1a-5d2f-4e6a-8b7c-9d0e1f2a3b4c"
+DEFAULT_SECRET = "local-sim-secret-change-me"
+DEFAULT_MI_CLIENT_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+DEFAULT_IDENTITY_HEADER = "local-identity-header"
+DEFAULT_SECRET_NAME = "d365-client-secret"
+
+UpsertOutcome = Literal["exists", "missing", "updated", "created"]
+
+
+def now() -> float:
+    """The simulator's clock (epoch seconds)."""
+    return time.time()
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass
+class Fault:
+    """An injected failure for `route` ("*" for every Dataverse route)."""
+
+    route: str
+    status: int = 0
+    times: int = 1
+    retry_after: float | None = None
+    latency_ms: float = 0.0
+    drop_after_commit: bool = False
+    code: str = ""
+
+
+@dataclass
+class Limits:
+    """Service-protection limits (per simulator, as Dataverse has them per user and server)."""
+
+    max_requests: int = 0  # 0: off
+    window_seconds: float = 300.0
+    max_concurrent: int = 0  # 0: off
+    concurrent_retry_after: float = 1.0
+
+
+@dataclass(frozen=True)
+class Throttled:
+    """A request refused by the service-protection limits: Dataverse's error code, its message and
+    the Retry-After in seconds."""
+
+    code: str
+    message: str
+    retry_after: float
+
+
+class Simulator:
+    """The simulated services and their state. `start()` serves them on a background thread."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] = ".devstack",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tenant_id: str = DEFAULT_TENANT,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_SECRET,
+        mi_client_id: str = DEFAULT_MI_CLIENT_ID,
+        identity_header: str = DEFAULT_IDENTITY_HEADER,
+        secret_name: str = DEFAULT_SECRET_NAME,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.port = port
+        self.tenant_id = tenant_id
+        self.client_id = client_id
+        self.mi_client_id = mi_client_id
+        self.identity_header = identity_header
+        self.secret_name = secret_name
+        self._lock = threading.RLock()
+        self._signing_key = secrets.token_bytes(32)
+        self._initial_secret = client_secret
+        self._stop: Callable[[], None] | None = None
+        self.ca_path = self.state_dir / "sim-ca.pem"
+        self.bundle_path = self.state_dir / "ca-bundle.pem"
+        self.storage_cert_path = self.state_dir / "storage-cert.pem"
+        self.storage_key_path = self.state_dir / "storage-key.pem"
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget leads, faults, limits, counters; restore the initial secret and config."""
+        with self._lock:
+            self._leads: dict[str, dict[str, Any]] = {}
+            self._client_secrets: dict[str, list[str]] = {self.client_id: [self._initial_secret]}
+            self._app_users = {self.client_id, self.mi_client_id}
+            self._vault: dict[str, list[tuple[str, str]]] = {
+                self.secret_name: [(uuid.uuid4().hex, self._initial_secret)]
+            }
+            self._faults: list[Fault] = []
+            self._limits = Limits()
+            self.alternate_key = True
+            self.token_lifetime = 3599
+            self._issued_tokens: set[str] = set()
+            self._revoked_tokens: set[str] = set()
+            self.latency_ms = 0.0
+            self._counters: collections.Counter[tuple[str, int]] = collections.Counter()
+            self._window: collections.deque[float] = collections.deque()
+            self._inflight = 0
+            self._max_inflight_seen = 0
+            self._version = 1000
+            self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
+
+    @property
+    def base_url(self) -> str:
+        """The simulator's origin; it is also the Dataverse org URL."""
+        return f"https://{self.host}:{self.port}"
+
+    def info(self) -> dict[str, Any]:
+        """What a client needs to reach the simulator (no secrets)."""
+        return {
+            "base_url": self.base_url,
+            "dataverse_url": self.base_url,
+            "api_url": f"{self.base_url}/api/data/v9.2",
+            "authority_host": self.base_url,
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "keyvault_url": self.base_url,
+            "secret_name": self.secret_name,
+            "identity_endpoint": f"{self.base_url}/msi/token",
+            "managed_identity_client_id": self.mi_client_id,
+            "ca_path": str(self.ca_path.resolve()),
+            "ca_bundle": str(self.bundle_path.resolve()),
+            "storage_cert": str(self.storage_cert_path.resolve()),
+            "storage_key": str(self.storage_key_path.resolve()),
+            "admin_url": f"{self.base_url}/_admin",
+            "pid": os.getpid(),
+        }
+
+    def configure(
+        self, alternate_key: bool | None = None, token_lifetime: int | None = None, latency_ms: float | None = None
+    ) -> dict[str, Any]:
+        """Change what is given (the alternate key on `lead`, the lifetime of new tokens in seconds,
+        latency added to every Dataverse request); returns the whole configuration."""
+        with self._lock:
+            if alternate_key is not None:
+                self.alternate_key = bool(alternate_key)
+            if token_lifetime is not None:
+                self.token_lifetime = int(token_lifetime)
+            if latency_ms is not None:
+                self.latency_ms = float(latency_ms)
+            return {
+                "alternate_key": self.alternate_key,
+                "token_lifetime": self.token_lifetime,
+                "latency_ms": self.latency_ms,
+            }
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        """Make certificates, bind, and serve on a daemon thread. Returns self."""
+        from devstack.simulator.server import serve  # the server dispatches to every service module
+
+        self.port, self._stop = serve(self)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- Entra ID applications and tokens ------------------------------------------------------
+
+    def knows_client(self, client_id: str) -> bool:
+        """True when `client_id` is a registered application."""
+        with self._lock:
+            return client_id in self._client_secrets
+
+    def secret_matches(self, client_id: str, secret: str | None) -> bool:
+        """True when `secret` is a current client secret of `client_id`."""
+        with self._lock:
+            return secret in self._client_secrets.get(client_id, [])
+
+    def accepted_secrets(self) -> set[str]:
+        """Every client secret Entra ID accepts right now (for leak checks)."""
+        with self._lock:
+            return {secret for values in self._client_secrets.values() for secret in values}
+
+    def rotate_secret(
+        self, client_id: str | None = None, new_secret: str | None = None, secret_name: str | None = None
+    ) -> dict[str, str]:
+        """Give `client_id` a new secret (the old one is revoked) and store it in the vault as a new
+        version of `secret_name`."""
+        client_id = client_id or self.client_id
+        secret_name = secret_name or self.secret_name
+        new_secret = new_secret or secrets.token_urlsafe(24)
+        with self._lock:
+            self._client_secrets[client_id] = [new_secret]
+            version = self._add_secret_version(secret_name, new_secret)
+        return {"client_id": client_id, "secret_name": secret_name, "version": version}
+
+    def is_app_user(self, appid: Any) -> bool:
+        """True when `appid` is an application user of the Dataverse environment."""
+        with self._lock:
+            return appid in self._app_users
+
+    def issue_token(self, audience: str, appid: str, version: str = "2.0") -> tuple[str, int]:
+        """A signed JWT for `audience`; returns (token, expires_on epoch).
+
+        `version` "1.0" gives the issuer of Entra ID's v1.0 access tokens, `https://sts.windows.net/{tenant}/`
+        (Microsoft Learn, "Access tokens in the Microsoft identity platform": `iss` and `ver` claims),
+        which is what the managed-identity endpoint hands out; "2.0" the simulator's own v2.0 issuer."""
+        issued = int(now())
+        expires = issued + int(self.token_lifetime)
+        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        issuer = (
+            f"https://sts.windows.net/{self.tenant_id}/"
+            if version == "1.0"
+            else f"{self.base_url}/{self.tenant_id}/v2.0"
+        )
+        claims = {
+            "aud": audience.rstrip("/"),
+            "iss": issuer,
+            "ver": version,
+            "iat": issued,
+            "nbf": issued,
+            "exp": expires,
+            "appid": appid,
+            "tid": self.tenant_id,
+            "oid": str(uuid.uuid5(uuid.NAMESPACE_URL, appid)),
+            # Entra ID access tokens carry `uti`, a unique token id; the simulator uses it to
+            # revoke tokens it has issued (see `revoke_tokens`).
+            "uti": secrets.token_urlsafe(16),
+        }
+        with self._lock:
+            self._issued_tokens.add(str(claims["uti"]))
+        payload = _b64(json.dumps(claims).encode())
+        signature = hmac.new(self._signing_key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{header}.{payload}.{_b64(signature)}", expires
+
+    def verify_token(self, authorization: str | None, audience: str) -> dict[str, Any] | None:
+        """The token's claims if `authorization` holds a valid, unexpired token for `audience`."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        parts = authorization[7:].strip().split(".")
+        if len(parts) != 3:
+            return None
+        expected = hmac.new(self._signing_key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(_b64(expected), parts[2]):
+            return None
+        claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        if claims.get("exp", 0) <= now() or claims.get("aud") != audience.rstrip("/"):
+            return None
+        with self._lock:
+            if claims.get("uti") in self._revoked_tokens:
+                return None
+        return claims
+
+    def revoke_tokens(self) -> int:
+        """Make every token issued so far invalid before its expiry (as a revoked session, an
+        application user disabled and enabled again, or a rotated secret does in Dataverse):
+        resources then answer 401. Returns how many tokens were revoked."""
+        with self._lock:
+            fresh = self._issued_tokens - self._revoked_tokens
+            self._revoked_tokens |= fresh
+            return len(fresh)
+
+    # -- Key Vault -----------------------------------------------------------------------------
+
+    def put_secret(self, name: str, value: str) -> str:
+        """Store a new version of secret `name`; returns the version id."""
+        with self._lock:
+            return self._add_secret_version(name, value)
+
+    def _add_secret_version(self, name: str, value: str) -> str:
+        version = uuid.uuid4().hex
+        self._vault.setdefault(name, []).append((version, value))
+        return version
+
+    def secret_version(self, name: str, version: str = "") -> tuple[str, str] | None:
+        """(version id, value) of secret `name` at `version` (the latest when empty), or None."""
+        with self._lock:
+            versions = self._vault.get(name, [])
+            match = [v for v in versions if v[0] == version] if version else versions[-1:]
+        return match[0] if match else None
+
+    # -- faults, limits, counters --------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> list[dict[str, Any]]:
+        """Inject `fault`; returns every fault still armed."""
+        with self._lock:
+            self._faults.append(fault)
+            return self.faults()
+
+    def clear_faults(self) -> list[dict[str, Any]]:
+        """Disarm every fault; returns the (empty) list."""
+        with self._lock:
+            self._faults.clear()
+            return self.faults()
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The injected faults, as JSON objects."""
+        with self._lock:
+            return [asdict(fault) for fault in self._faults]
+
+    def take_fault(self, route: str) -> Fault | None:
+        """The first matching fault (its count is used up), or None."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.route in (route, "*") and fault.times != 0:
+                    if fault.times > 0:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def set_limits(self, limits: Limits) -> dict[str, Any]:
+        """Replace the service-protection limits and start a new window; returns them."""
+        with self._lock:
+            self._limits = limits
+            self._window.clear()
+            return asdict(limits)
+
+    def admit(self) -> Throttled | None:
+        """Apply service-protection limits to one Dataverse request: None when admitted (then
+        `release` must follow), else why it is refused."""
+        with self._lock:
+            limits = self._limits
+            moment = now()
+            if limits.max_concurrent and self._inflight >= limits.max_concurrent:
+                return Throttled(
+                    "0x80072326",
+                    f"Number of concurrent requests exceeded the limit of {limits.max_concurrent}.",
+                    limits.concurrent_retry_after,
+                )
+            if limits.max_requests:
+                while self._window and self._window[0] <= moment - limits.window_seconds:
+                    self._window.popleft()
+                if len(self._window) >= limits.max_requests:
+                    return Throttled(
+                        "0x80072322",
+                        f"Number of requests exceeded the limit of {limits.max_requests} over time "
+                        f"window of {limits.window_seconds:g} seconds.",
+                        self._window[0] + limits.window_seconds - moment,
+                    )
+                self._window.append(moment)
+            self._inflight += 1
+            self._max_inflight_seen = max(self._max_inflight_seen, self._inflight)
+        return None
+
+    def release(self) -> None:
+        """One admitted Dataverse request has finished."""
+        with self._lock:
+            self._inflight -= 1
+
+    def count(self, route: str, status: int, request_id: str | None = None) -> None:
+        """Record one answered request (and, for the last 500, its client request id)."""
+        with self._lock:
+            self._counters[(route, status)] += 1
+            if route != "admin":
+                self._recent.append({"route": route, "status": status, "client_request_id": request_id, "at": now()})
+
+    def counters_json(self) -> dict[str, Any]:
+        """Counters as `{route: {status: n}}` plus totals."""
+        with self._lock:
+            routes: dict[str, dict[str, int]] = {}
+            for (route, status), n in self._counters.items():
+                routes.setdefault(route, {})[str(status)] = n
+            return {
+                "routes": routes,
+                "total": sum(self._counters.values()),
+                "max_concurrent_seen": self._max_inflight_seen,
+            }
+
+    def recent_requests(self) -> list[dict[str, Any]]:
+        """The last 500 answered requests (route, status, client request id, time)."""
+        with self._lock:
+            return list(self._recent)
+
+    # -- leads ---------------------------------------------------------------------------------
+
+    def store_lead(self, fields: dict[str, Any], lead_id: str | None = None) -> dict[str, Any]:
+        """Insert a validated lead; returns the record."""
+        with self._lock:
+            self._version += 1
+            stamp = _iso(now())
+            record = {column: fields.get(column) for column in LEAD_COLUMNS}
+            record.update(fields)
+            record["fullname"] = (
+                " ".join(part for part in (record.get("firstname"), record.get("lastname")) if part) or None
+            )
+            new_id = lead_id or str(uuid.uuid4())
+            record.update(leadid=new_id, createdon=stamp, modifiedon=stamp, versionnumber=self._version)
+            self._leads[new_id] = record
+            return dict(record)
+
+    def create_lead(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Insert a validated lead unless the alternate key is on and another lead holds its key
+        (then None: Dataverse's duplicate-key 412)."""
+        with self._lock:
+            key = fields.get(KEY_COLUMN)
+            if self.alternate_key and isinstance(key, str) and self._by_key(key) is not None:
+                return None
+            return self.store_lead(fields)
+
+    def upsert_lead(
+        self, key: str, fields: dict[str, Any], if_match: bool = False, if_none_match: bool = False
+    ) -> tuple[UpsertOutcome, dict[str, Any] | None]:
+        """Update the lead whose alternate key is `key`, or create it. `if_none_match` (If-None-Match: *)
+        refuses an update ("exists"), `if_match` (If-Match: *) refuses a create ("missing")."""
+        with self._lock:
+            existing = self._by_key(key)
+            if existing is not None and if_none_match:
+                return "exists", None
+            if existing is None and if_match:
+                return "missing", None
+            if existing is not None:
+                existing.update(fields)
+                self._version += 1
+                existing["versionnumber"] = self._version
+                return "updated", dict(existing)
+            return "created", self.store_lead({**fields, KEY_COLUMN: fields.get(KEY_COLUMN, key)})
+
+    def find_by_key(self, value: str) -> dict[str, Any] | None:
+        """The lead whose alternate key (hnt_domain) equals `value`, case-insensitively."""
+        with self._lock:
+            record = self._by_key(value)
+            return None if record is None else dict(record)
+
+    def _by_key(self, value: str) -> dict[str, Any] | None:
+        wanted = value.casefold()
+        for record in self._leads.values():
+            if isinstance(record.get(KEY_COLUMN), str) and record[KEY_COLUMN].casefold() == wanted:
+                return record
+        return None
+
+    def get_lead(self, lead_id: str) -> dict[str, Any] | None:
+        """The lead with id `lead_id` (lower-case), or None."""
+        with self._lock:
+            record = self._leads.get(lead_id)
+            return None if record is None else dict(record)
+
+    def delete_lead(self, lead_id: str) -> bool:
+        """Delete the lead with id `lead_id` (lower-case); False when there was none."""
+        with self._lock:
+            return self._leads.pop(lead_id, None) is not None
+
+    def leads(self, predicate: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """Every lead (that `predicate` accepts), in insertion order."""
+        with self._lock:
+            return [dict(r) for r in self._leads.values() if predicate is None or predicate(r)]
