@@ -162,21 +162,15 @@ def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 1
         index, lead = entry
         try:
             return index, accept(lead, services, known.get(lead.domain), read=False)
-        except ServiceRequestError as exc:
-            return index, Accepted(
-                "rejected",
-                lead.domain,
-                error="storage_unavailable",
-                message=f"not enqueued ({type(exc).__name__}); try again",
-            )
         except AzureError as exc:
+            name = type(exc).__name__
+            if isinstance(exc, ServiceRequestError):  # never sent: nothing is on the queue
+                return index, Accepted(
+                    "rejected", lead.domain, error="storage_unavailable", message=f"not enqueued ({name}); try again"
+                )
             # Sent, but the answer was lost (or storage failed mid-way): it may be on the queue.
-            return index, Accepted(
-                "unknown",
-                lead.domain,
-                error="storage_unknown",
-                message=f"may or may not be enqueued ({type(exc).__name__}); a retry is safe",
-            )
+            message = f"may or may not be enqueued ({name}); a retry is safe"
+            return index, Accepted("unknown", lead.domain, error="storage_unknown", message=message)
 
     todo = [(index, lead) for index, lead in enumerate(leads) if index not in answers]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
