@@ -284,11 +284,16 @@ def process(
     """Handle one queue message body (already base64-decoded); `dequeue_count` is the host's
     count for this copy (1 on its first delivery).
 
-    Never raises for bad input, Dataverse failures or a bug inside the push (an unexpected
-    exception is retried like a transient error, with the claim released, until the attempts run
-    out). Raises only when storage itself fails; the host then delivers the copy again, and every
-    such failed delivery is counted — in the copies the worker re-sends too — so that after
+    Never raises for bad input, Dataverse failures, configuration errors or a bug inside the push
+    (an unexpected exception there is retried like a transient error, with the claim released,
+    until the attempts run out). The host then delivers an escaped exception's copy again, and
+    every such failed delivery is counted — in the copies the worker re-sends too — so that after
     `MAX_FAILED_DELIVERIES` the message goes to the poison queue instead of looping.
+
+    Raises:
+        azure.core.exceptions.AzureError: storage failed (the queues or the state table).
+        shared.state.ForbiddenTransition: a state write that the transition table forbids (a bug,
+            refused before it reaches the table).
     """
     try:
         lead = decode_message(body)
