@@ -194,11 +194,6 @@ class Settings:
             raise ConfigError("AzureWebJobsStorage__tableServiceUri: required with __queueServiceUri")
 
     @property
-    def api_url(self) -> str:
-        """The Web API root, e.g. https://org.crm.dynamics.com/api/data/v9.2."""
-        return f"{self.base_url}/api/data/{self.api_version}"
-
-    @property
     def scope(self) -> str:
         """The Entra ID scope for Dataverse: the org URL with /.default."""
         return f"{self.base_url}/.default"

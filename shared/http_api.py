@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ from azure.core.exceptions import AzureError, ServiceRequestError
 from shared.config import ConfigError, get_settings
 from shared.dataverse import D365AuthenticationError, D365Error
 from shared.domains import InvalidDomain, normalize_domain
+from shared.ids import is_correlation_id
 from shared.models import InputError, LeadPush, parse_json
 from shared.pipeline import accept, accept_batch, replay_poison
 from shared.services import get_services
@@ -32,9 +32,7 @@ MAX_BATCH = 1000
 MAX_LEAD_BYTES = 64 * 1024
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 ENQUEUE_CONCURRENCY = 16
-# \A…\Z, not ^…$: `$` also matches before a trailing newline.
 _ROUTES = "v1/d365/"
-_CORRELATION = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -52,7 +50,7 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> fu
 
 def _correlation_id(req: func.HttpRequest) -> str:
     given = req.headers.get("x-correlation-id") or req.headers.get("x-ms-client-request-id") or ""
-    return given if _CORRELATION.match(given) else uuid.uuid4().hex
+    return given if is_correlation_id(given) else uuid.uuid4().hex
 
 
 def _status_url(req: func.HttpRequest, domain: str) -> str:
@@ -88,13 +86,13 @@ def _body(req: func.HttpRequest, limit: int) -> Any:
     """
     raw = req.get_body() or b""
     if len(raw) > limit:
-        raise InputError(f"the body is larger than {limit} bytes", None, "payload_too_large")
+        raise InputError(f"the body is larger than {limit} bytes", code="payload_too_large")
     if not raw.strip():
-        raise InputError("the body is empty; send a JSON object", None, "invalid_body")
+        raise InputError("the body is empty; send a JSON object", code="invalid_body")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError("the body is not UTF-8 text", None, "invalid_encoding") from None
+        raise InputError("the body is not UTF-8 text", code="invalid_encoding") from None
     return parse_json(text, "the body")
 
 
@@ -122,7 +120,7 @@ def _rejected(exc: InputError, correlation_id: str) -> None:
             "source": "http",
             "error_code": exc.code,
             "field": exc.field,
-            "error": exc.reason,
+            "error": exc.message,
             "correlation_id": correlation_id,
         },
     )
@@ -159,11 +157,13 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req, MAX_BATCH_BYTES)
         leads = body.get("leads") if isinstance(body, dict) else None
         if not isinstance(leads, list):
-            raise InputError("must be a JSON array of leads", "leads", "invalid_body")
+            raise InputError("must be a JSON array of leads", field="leads", code="invalid_body")
         if not leads:
-            raise InputError("must hold at least one lead", "leads", "invalid_body")
+            raise InputError("must hold at least one lead", field="leads", code="invalid_body")
         if len(leads) > MAX_BATCH:
-            raise InputError(f"at most {MAX_BATCH} leads per request (got {len(leads)})", "leads", "too_many_leads")
+            raise InputError(
+                f"at most {MAX_BATCH} leads per request (got {len(leads)})", field="leads", code="too_many_leads"
+            )
     except InputError as exc:
         _rejected(exc, correlation_id)
         return _input_error(exc)
@@ -174,7 +174,7 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
         try:
             lead = LeadPush.from_request(raw, f"{correlation_id}-{index}")
             if lead.domain in seen:
-                raise InputError("appears more than once in this request", "domain", "duplicate_domain")
+                raise InputError("appears more than once in this request", field="domain", code="duplicate_domain")
         except InputError as exc:
             _rejected(exc, correlation_id)
             items[index] = {"index": index, "status": "rejected", **exc.to_dict()}

@@ -1,8 +1,10 @@
 """Hunter lead → Dataverse `lead` payload, pure.
 
-Column names and maximum lengths are Dataverse's (see the `lead` table); strings are cut to fit,
-counted in UTF-16 code units as Dataverse counts them (see `shared.models.STRING_FIELDS`), so that
-a payload built here never earns the 400 `0x80044331` length error. Hunter's custom columns
+Column names and maximum lengths are Dataverse's (see the `lead` table): the columns Hunter's string
+fields land in come from `shared.models.STRING_FIELDS`, the one table of field → (column, max
+length); `COMPOSED_COLUMNS` adds the columns this module fills from other values. Strings are cut
+to fit, counted in UTF-16 code units as Dataverse counts them, so that a payload built here never
+earns the 400 `0x80044331` length error. Hunter's custom columns
 (`hnt_*`) are sent only when the org has them (`HUNTER_D365_CUSTOM_FIELDS`). Without them the
 natural key travels in `websiteurl` as `canonical_website(domain)`, which is what the lookup filters
 on — so that value is never cut: intake refuses a domain whose URL would not fit
@@ -13,22 +15,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.models import LeadPush, utf16_length
+from shared.models import STRING_FIELDS, LeadPush, utf16_length
 
-# Dataverse column → maximum length, for the string columns this app writes.
-LEAD_MAX_LENGTHS: dict[str, int] = {
+# Columns filled from more than one field or from derived values, not from one Hunter field:
+# their maximum lengths (the fields' own columns are in `STRING_FIELDS`).
+COMPOSED_COLUMNS: dict[str, int] = {
     "subject": 300,
     "lastname": 50,
     "firstname": 50,
-    "companyname": 100,
-    "websiteurl": 200,
-    "emailaddress1": 100,
-    "telephone1": 50,
-    "address1_city": 80,
-    "address1_country": 80,
-    "description": 2000,
-    "hnt_segment": 100,
     "hnt_domain": 255,
+}
+# Dataverse column → maximum length, for every string column this app writes.
+LEAD_MAX_LENGTHS: dict[str, int] = {
+    **{spec.column: spec.max_length for spec in STRING_FIELDS.values() if spec.column},
+    **COMPOSED_COLUMNS,
 }
 LEAD_SOURCE_WEB = 8
 QUALITY_HOT, QUALITY_WARM, QUALITY_COLD = 1, 2, 3

@@ -4,7 +4,8 @@ Everything that crosses a wire is a frozen dataclass with `to_json`/`from_json` 
 a `schema_version`, and datetimes as ISO 8601 UTC strings — the old system crashed serialising a
 `datetime`, so none ever reaches `json.dumps` here.
 
-Validation errors are `InputError(field, reason)`: the field's name and a reason a caller can act on.
+Validation errors are `InputError(message, field=…, code=…)`: a message a caller can act on, the
+field's name and a stable code.
 Hostile input ends there too, never in another exception: a lone UTF-16 surrogate or a control
 character in a string (code `invalid_characters`), NaN, Infinity or an integer too long to convert
 in a number (`invalid_field`), a string longer than its Dataverse column counted in UTF-16 code
@@ -19,36 +20,42 @@ import re
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from shared.domains import InvalidDomain, normalize_domain
+from shared.ids import is_correlation_id, is_guid
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 48 * 1024  # a queue message holds 64 KiB; base64 adds a third
 
-# Hunter field → maximum length of the Dataverse column it lands in, so a value that would not fit
-# is refused at intake with the field's name instead of being cut. Dataverse's MaxLength
-# (StringAttributeMetadata.MaxLength, learn.microsoft.com/dotnet/api/microsoft.xrm.sdk.metadata.
-# stringattributemetadata.maxlength) is checked against a .NET string's Length and the column is a
-# SQL Server nvarchar(n), where "n defines the string size in byte-pairs" (learn.microsoft.com/sql/
-# t-sql/data-types/nchar-and-nvarchar-transact-sql): both count UTF-16 code units, so an emoji
-# outside the BMP costs 2. `utf16_length` counts the same way.
-STRING_FIELDS: dict[str, int] = {
-    "company_name": 100,
-    "email": 100,
-    "phone": 50,
-    "website": 200,
-    "city": 80,
-    "country": 80,
-    "description": 2000,
-    "segment": 100,
-    "hunter_id": 100,
+
+class StringField(NamedTuple):
+    """Where a Hunter string field lands in Dataverse, and how long it may be."""
+
+    column: str | None  # the `lead` column it is written to; None: never sent to Dataverse
+    max_length: int  # that column's MaxLength, in UTF-16 code units
+
+
+# Hunter string field → (Dataverse column, maximum length): the one table both intake (a value that
+# would not fit is refused with the field's name instead of being cut) and the mapping read.
+# Dataverse's MaxLength (StringAttributeMetadata.MaxLength, learn.microsoft.com/dotnet/api/
+# microsoft.xrm.sdk.metadata.stringattributemetadata.maxlength) is checked against a .NET string's
+# Length and the column is a SQL Server nvarchar(n), where "n defines the string size in
+# byte-pairs" (learn.microsoft.com/sql/t-sql/data-types/nchar-and-nvarchar-transact-sql): both count
+# UTF-16 code units, so an emoji outside the BMP costs 2. `utf16_length` counts the same way.
+STRING_FIELDS: dict[str, StringField] = {
+    "company_name": StringField("companyname", 100),
+    "email": StringField("emailaddress1", 100),
+    "phone": StringField("telephone1", 50),
+    "website": StringField("websiteurl", 200),
+    "city": StringField("address1_city", 80),
+    "country": StringField("address1_country", 80),
+    "description": StringField("description", 2000),
+    "segment": StringField("hnt_segment", 100),
+    "hunter_id": StringField(None, 100),  # Hunter's own id: back on the results queue only
 }
-_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-# Used with fullmatch: `$` also matches before a trailing newline, and a correlation id ending in
-# "\n" makes every Dataverse call fail as an invalid header.
-_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Free text may hold tabs and line breaks; names and other one-line fields may not. Everything else
 # in C0, DEL and C1 is refused, not stripped: the caller learns which field to clean, and what
 # reaches Dynamics is what Hunter sent.
@@ -68,12 +75,13 @@ MAX_COUNTER = 1000
 
 
 class InputError(ValueError):
-    """Bad input: `field` names what is wrong (None for the whole body), `reason` says why."""
+    """Bad input: `message` says what is wrong, `field` names where (None for the whole body),
+    `code` is the stable error code of the 400 body."""
 
-    def __init__(self, reason: str, field: str | None = None, code: str = "invalid_field") -> None:
-        super().__init__(f"{field}: {reason}" if field else reason)
+    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid_field") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
         self.field = field
-        self.reason = reason
         self.code = code
 
     def to_dict(self) -> dict[str, str]:
@@ -111,7 +119,7 @@ def parse_json(text: str, what: str) -> Any:
     try:
         return json.loads(text, parse_int=_parse_int)
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-        raise InputError(f"{what} is not valid JSON", None, "invalid_json") from None
+        raise InputError(f"{what} is not valid JSON", code="invalid_json") from None
 
 
 def utf16_length(text: str) -> int:
@@ -135,16 +143,16 @@ def _check_characters(value: str, name: str) -> None:
         raise InputError(
             f"contains a lone UTF-16 surrogate (U+{ord(surrogate.group()):04X}) at position "
             f"{surrogate.start() + 1}; send valid Unicode",
-            name,
-            "invalid_characters",
+            field=name,
+            code="invalid_characters",
         )
     control = (_CONTROL_IN_FREE_TEXT if name in FREE_TEXT_FIELDS else _CONTROL).search(value)
     if control:
         allowed = "; only tab and line breaks are allowed" if name in FREE_TEXT_FIELDS else ""
         raise InputError(
             f"contains the control character U+{ord(control.group()):04X} at position {control.start() + 1}{allowed}",
-            name,
-            "invalid_characters",
+            field=name,
+            code="invalid_characters",
         )
 
 
@@ -169,11 +177,11 @@ def parse_iso(text: str | None, field: str = "enqueued_at") -> datetime | None:
     if text is None or text == "":
         return None
     if not isinstance(text, str):
-        raise InputError("must be an ISO 8601 timestamp string", field)
+        raise InputError("must be an ISO 8601 timestamp string", field=field)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InputError("must be an ISO 8601 timestamp", field) from None
+        raise InputError("must be an ISO 8601 timestamp", field=field) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -182,13 +190,15 @@ def _string(data: dict[str, Any], name: str, limit: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InputError("must be a string", name, "invalid_type")
+        raise InputError("must be a string", field=name, code="invalid_type")
     value = value.strip()
     _check_characters(value, name)
     length = utf16_length(value)
     if length > limit:
         raise InputError(
-            f"must be at most {limit} UTF-16 code units, as Dataverse counts (got {length})", name, "too_long"
+            f"must be at most {limit} UTF-16 code units, as Dataverse counts (got {length})",
+            field=name,
+            code="too_long",
         )
     return value or None
 
@@ -198,16 +208,16 @@ def _number(data: dict[str, Any], name: str, integer: bool) -> Any:
     if value is None:
         return None
     if isinstance(value, TooManyDigits):
-        raise InputError(f"is out of range ({value.digits} digits)", name)
+        raise InputError(f"is out of range ({value.digits} digits)", field=name)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError("must be a number", name, "invalid_type")
+        raise InputError("must be a number", field=name, code="invalid_type")
     if isinstance(value, float) and not math.isfinite(value):
         # `abs(nan) > limit` is False: without this NaN passed and crashed the mapping's round().
-        raise InputError("must be a finite number (not NaN or Infinity)", name)
+        raise InputError("must be a finite number (not NaN or Infinity)", field=name)
     if integer and not (isinstance(value, int) or float(value).is_integer()):
-        raise InputError("must be a whole number", name, "invalid_type")
+        raise InputError("must be a whole number", field=name, code="invalid_type")
     if abs(value) > 2_147_483_647:
-        raise InputError("is out of range", name)
+        raise InputError("is out of range", field=name)
     return int(value) if integer else float(value)
 
 
@@ -243,10 +253,10 @@ class LeadPush:
             InputError: naming the first field that is missing, of the wrong type or too long.
         """
         if not isinstance(data, dict):
-            raise InputError("each lead must be a JSON object", None, "invalid_body")
+            raise InputError("each lead must be a JSON object", code="invalid_body")
         unknown = sorted(set(data) - set(LEAD_FIELDS))
         if unknown:
-            raise InputError("is not a known lead field", printable(unknown[0]), "unknown_field")
+            raise InputError("is not a known lead field", field=printable(unknown[0]), code="unknown_field")
         lead = cls._validated(data)
         return replace(lead, correlation_id=correlation_id or lead.correlation_id)
 
@@ -258,17 +268,17 @@ class LeadPush:
             InputError: wrong schema version, unknown or invalid field.
         """
         if not isinstance(data, dict):
-            raise InputError("the message must be a JSON object", None, "invalid_message")
+            raise InputError("the message must be a JSON object", code="invalid_message")
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise InputError(f"must be {SCHEMA_VERSION}", "schema_version", "unsupported_schema")
+            raise InputError(f"must be {SCHEMA_VERSION}", field="schema_version", code="unsupported_schema")
         unknown = sorted(set(data) - set(MESSAGE_FIELDS))
         if unknown:
-            raise InputError("is not a known message field", printable(unknown[0]), "unknown_field")
+            raise InputError("is not a known message field", field=printable(unknown[0]), code="unknown_field")
         attempt = _counter(data, "attempt")
         failed = _counter(data, "failed_deliveries")
         correlation = data.get("correlation_id") or uuid.uuid4().hex
-        if not isinstance(correlation, str) or not _CORRELATION.fullmatch(correlation):
-            raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", "correlation_id")
+        if not is_correlation_id(correlation):
+            raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="correlation_id")
         enqueued_at = iso(parse_iso(data.get("enqueued_at")))
         lead = cls._validated(data)
         return replace(
@@ -278,20 +288,20 @@ class LeadPush:
     @classmethod
     def _validated(cls, data: dict[str, Any]) -> LeadPush:
         if "domain" not in data or data["domain"] in (None, ""):
-            raise InputError("is required", "domain", "missing_field")
+            raise InputError("is required", field="domain", code="missing_field")
         try:
             domain = normalize_domain(data["domain"])
         except InvalidDomain as exc:
-            raise InputError(str(exc), "domain", "invalid_domain") from None
-        strings = {name: _string(data, name, limit) for name, limit in STRING_FIELDS.items()}
+            raise InputError(str(exc), field="domain", code="invalid_domain") from None
+        strings = {name: _string(data, name, spec.max_length) for name, spec in STRING_FIELDS.items()}
         if strings["email"] and not _EMAIL.fullmatch(strings["email"]):
-            raise InputError("is not an e-mail address", "email")
+            raise InputError("is not an e-mail address", field="email")
         lead_id = data.get("d365_lead_id")
-        if lead_id is not None and (not isinstance(lead_id, str) or not _GUID.fullmatch(lead_id)):
-            raise InputError("must be a GUID", "d365_lead_id")
+        if lead_id is not None and not is_guid(lead_id):
+            raise InputError("must be a GUID", field="d365_lead_id")
         force = data.get("force", False)
         if not isinstance(force, bool):
-            raise InputError("must be true or false", "force", "invalid_type")
+            raise InputError("must be true or false", field="force", code="invalid_type")
         return cls(
             domain=domain,
             final_score=_number(data, "final_score", integer=False),
@@ -317,7 +327,7 @@ class LeadPush:
 def _counter(data: dict[str, Any], name: str) -> int:
     value = data.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER:
-        raise InputError(f"must be a whole number from 0 to {MAX_COUNTER}", name, "invalid_type")
+        raise InputError(f"must be a whole number from 0 to {MAX_COUNTER}", field=name, code="invalid_type")
     return value
 
 
@@ -328,31 +338,39 @@ def decode_message(body: bytes) -> LeadPush:
         InputError: too large, not UTF-8, not JSON, or not a valid message.
     """
     if len(body) > MAX_MESSAGE_BYTES:
-        raise InputError(f"message is larger than {MAX_MESSAGE_BYTES} bytes", None, "too_large")
+        raise InputError(f"message is larger than {MAX_MESSAGE_BYTES} bytes", code="too_large")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError("message is not UTF-8 text", None, "invalid_encoding") from None
+        raise InputError("message is not UTF-8 text", code="invalid_encoding") from None
     return LeadPush.from_message(parse_json(text, "message"))
 
 
-# Sync states, as Hunter's badge shows them.
-NOT_SYNCED, QUEUED, SYNCING, RETRYING, SYNCED, ERROR = (
-    "not_synced",
-    "queued",
-    "syncing",
-    "retrying",
-    "synced",
-    "error",
-)
-# Outcomes of one push.
-CREATED, RECREATED, ALREADY_EXISTS, SKIPPED, FAILED = (
-    "created",
-    "recreated",
-    "already_exists",
-    "skipped",
-    "failed",
-)
+class SyncStatus(StrEnum):
+    """A domain's sync state, as Hunter's badge shows it. A StrEnum: JSON, table rows and the HTTP
+    API carry the plain value (`"synced"`), byte for byte what plain strings gave."""
+
+    NOT_SYNCED = "not_synced"
+    QUEUED = "queued"
+    SYNCING = "syncing"
+    RETRYING = "retrying"
+    SYNCED = "synced"
+    ERROR = "error"
+
+
+class Outcome(StrEnum):
+    """How one push ended (`last_outcome`, the results queue's `outcome`)."""
+
+    CREATED = "created"
+    RECREATED = "recreated"
+    ALREADY_EXISTS = "already_exists"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+# The module-level names the rest of the code reads, as aliases of the members.
+NOT_SYNCED, QUEUED, SYNCING, RETRYING, SYNCED, ERROR = SyncStatus
+CREATED, RECREATED, ALREADY_EXISTS, SKIPPED, FAILED = Outcome
 
 
 @dataclass(frozen=True)
@@ -360,12 +378,12 @@ class SyncState:
     """What the app knows about one domain's lead (a row of the state table)."""
 
     domain: str
-    status: str = NOT_SYNCED
+    status: SyncStatus = SyncStatus.NOT_SYNCED
     d365_lead_id: str | None = None
     d365_url: str | None = None
     last_synced_at: str | None = None
     last_verified_at: str | None = None
-    last_outcome: str | None = None
+    last_outcome: Outcome | None = None
     last_error: str | None = None
     attempts: int = 0
     next_attempt_at: str | None = None
@@ -398,8 +416,8 @@ class PushOutcome:
     """The end of one push, sent to the results queue for Hunter's backend."""
 
     domain: str
-    status: str
-    outcome: str
+    status: SyncStatus
+    outcome: Outcome
     correlation_id: str
     d365_lead_id: str | None = None
     d365_url: str | None = None

@@ -34,6 +34,7 @@ from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared.config import ConfigError, Settings
 from shared.dataverse import D365APIError, D365AuthenticationError, D365Error, D365RateLimitError
+from shared.dataverse.errors import request_sent
 from shared.domains import InvalidDomain, normalize_domain
 from shared.mapping import DOMAIN_COLUMN, WEBSITE_COLUMN, canonical_website, lead_payload
 from shared.models import (
@@ -41,14 +42,17 @@ from shared.models import (
     CREATED,
     ERROR,
     FAILED,
+    QUEUED,
     RECREATED,
     RETRYING,
     SKIPPED,
     SYNCED,
     InputError,
     LeadPush,
+    Outcome,
     PushOutcome,
     SyncState,
+    SyncStatus,
     decode_message,
     iso,
     parse_iso,
@@ -78,7 +82,9 @@ class Services:
     def policy(self) -> RetryPolicy:
         """The retry policy from settings."""
         s = self.settings
-        return RetryPolicy(s.retry_base_seconds, s.retry_cap_seconds, s.retry_jitter_seconds, s.max_attempts)
+        return RetryPolicy(
+            s.retry_base_seconds, s.retry_cap_seconds, s.retry_jitter_seconds, s.max_attempts, s.claim_retry_seconds
+        )
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ def accept(lead: LeadPush, services: Services, current: SyncState | None = None,
         "d365_push_enqueued",
         extra={"domain": lead.domain, "message_id": sent.id, "correlation_id": lead.correlation_id},
     )
-    return Accepted("queued", lead.domain, sent.id)
+    return Accepted(QUEUED, lead.domain, sent.id)
 
 
 def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 16) -> list[Accepted]:
@@ -210,7 +216,13 @@ def _verify_at_intake(stale: list[tuple[int, LeadPush, SyncState]], services: Se
         # verifies each id itself, with its own retries.
         logger.warning(
             "d365_lead_lookup_error",
-            extra={"step": "verify_batch", "status_code": exc.status, "error_code": exc.code, "correlation_id": cid},
+            extra={
+                "step": "verify_batch",
+                "status_code": exc.status,
+                "error_code": exc.code,
+                "service_request_id": exc.service_request_id,
+                "correlation_id": cid,
+            },
         )
         return {}
     now = iso(services.clock())
@@ -247,7 +259,7 @@ class Result:
     """What happened to one queue message (for the trigger's logs and for tests)."""
 
     action: str  # done | retry | deferred | poisoned | rejected
-    outcome: str | None = None
+    outcome: Outcome | None = None
     lead_id: str | None = None
     delay: float = 0.0
     error: str | None = None
@@ -266,11 +278,16 @@ def process(
     """Handle one queue message body (already base64-decoded); `dequeue_count` is the host's
     count for this copy (1 on its first delivery).
 
-    Never raises for bad input, Dataverse failures or a bug inside the push (an unexpected
-    exception is retried like a transient error, with the claim released, until the attempts run
-    out). Raises only when storage itself fails; the host then delivers the copy again, and every
-    such failed delivery is counted — in the copies the worker re-sends too — so that after
+    Never raises for bad input, Dataverse failures, configuration errors or a bug inside the push
+    (an unexpected exception there is retried like a transient error, with the claim released,
+    until the attempts run out). The host then delivers an escaped exception's copy again, and
+    every such failed delivery is counted — in the copies the worker re-sends too — so that after
     `MAX_FAILED_DELIVERIES` the message goes to the poison queue instead of looping.
+
+    Raises:
+        azure.core.exceptions.AzureError: storage failed (the queues or the state table).
+        shared.state.ForbiddenTransition: a state write that the transition table forbids (a bug,
+            refused before it reaches the table).
     """
     try:
         lead = decode_message(body)
@@ -280,24 +297,16 @@ def process(
     log = {"domain": lead.domain, "attempt": lead.attempt, "correlation_id": lead.correlation_id}
     if lead.failed_deliveries >= MAX_FAILED_DELIVERIES:
         return _abandon(lead, services)
+    policy = services.policy
     if not services.settings.enabled:
-        delay = services.settings.retry_base_seconds
-        services.queues.push.send_message(lead.to_json(), visibility_timeout=queue_delay(delay))
-        logger.info("d365_push_deferred", extra={**log, "delay_seconds": delay, "reason": "disabled"})
-        return Result("deferred", delay=delay)
+        return _defer(lead, services, policy.disabled_delay(), "disabled")
     paused = services.throttle.remaining()
     if paused:
         # A 429 told this process to hold off: wait it out without asking Dataverse again.
-        delay = paused + services.settings.retry_jitter_seconds * rand()
-        services.queues.push.send_message(lead.to_json(), visibility_timeout=queue_delay(delay))
-        logger.info("d365_push_deferred", extra={**log, "delay_seconds": round(delay, 2), "reason": "throttled"})
-        return Result("deferred", delay=delay)
+        return _defer(lead, services, policy.throttled_delay(paused, rand), "throttled")
     claim = services.state.claim(lead.domain, lead.correlation_id)
     if claim is None:
-        delay = services.settings.claim_retry_seconds * (1 + rand())
-        services.queues.push.send_message(lead.to_json(), visibility_timeout=queue_delay(delay))
-        logger.info("d365_push_deferred", extra={**log, "delay_seconds": round(delay, 2), "reason": "claimed"})
-        return Result("deferred", delay=delay)
+        return _defer(lead, services, policy.claimed_delay(rand), "claimed")
     try:
         outcome, lead_id = _push(lead, claim, services)
     except D365Error as exc:
@@ -316,6 +325,22 @@ def process(
         error.__cause__ = exc
         return _failed(lead, claim, error, services, rand)
     return _synced(lead, claim, outcome, lead_id, services)
+
+
+def _defer(lead: LeadPush, services: Services, delay: float, reason: str) -> Result:
+    """The message again after `delay` seconds, with no attempt used."""
+    services.queues.push.send_message(lead.to_json(), visibility_timeout=queue_delay(delay))
+    logger.info(
+        "d365_push_deferred",
+        extra={
+            "domain": lead.domain,
+            "attempt": lead.attempt,
+            "correlation_id": lead.correlation_id,
+            "delay_seconds": round(delay, 2),
+            "reason": reason,
+        },
+    )
+    return Result("deferred", delay=delay)
 
 
 def _abandon(lead: LeadPush, services: Services) -> Result:
@@ -340,7 +365,7 @@ def _abandon(lead: LeadPush, services: Services) -> Result:
     return Result("poisoned", FAILED, error=reason)
 
 
-def _push(lead: LeadPush, claim: Claim, services: Services) -> tuple[str, str]:
+def _push(lead: LeadPush, claim: Claim, services: Services) -> tuple[Outcome, str]:
     """Steps 2-4: returns (outcome, lead id).
 
     Raises:
@@ -401,6 +426,7 @@ def _lookup(call: Callable[[], T], lead: LeadPush, step: str) -> T:
                 "step": step,
                 "status_code": exc.status,
                 "error_code": exc.code,
+                "service_request_id": exc.service_request_id,
                 "attempt": lead.attempt,
                 "correlation_id": lead.correlation_id,
             },
@@ -408,7 +434,7 @@ def _lookup(call: Callable[[], T], lead: LeadPush, step: str) -> T:
         raise
 
 
-def _synced(lead: LeadPush, claim: Claim, outcome: str, lead_id: str, services: Services) -> Result:
+def _synced(lead: LeadPush, claim: Claim, outcome: Outcome, lead_id: str, services: Services) -> Result:
     now = iso(services.clock())
     url = services.settings.lead_url(lead_id)
     services.state.finish(
@@ -432,6 +458,7 @@ def _synced(lead: LeadPush, claim: Claim, outcome: str, lead_id: str, services: 
             "outcome": outcome,
             "attempt": lead.attempt,
             "correlation_id": lead.correlation_id,
+            # This thread's last Dataverse call (the create, or the lookup that found the lead).
             "latency_ms": round(services.dataverse.last_latency_ms, 1),
         },
     )
@@ -467,6 +494,8 @@ def _failed(lead: LeadPush, claim: Claim, exc: D365Error, services: Services, ra
             "retry_after": retry_after,
             "status_code": exc.status,
             "error_code": exc.code,
+            "service_request_id": exc.service_request_id,
+            "request_sent": request_sent(exc),
             "correlation_id": lead.correlation_id,
         },
     )
@@ -491,6 +520,7 @@ def _give_up(lead: LeadPush, claim: Claim, reason: str, services: Services, exc:
             "correlation_id": lead.correlation_id,
             "status_code": exc.status if exc else None,
             "error_code": exc.code if exc else ("config" if "HUNTER_" in reason else "too_many_failed_deliveries"),
+            "service_request_id": exc.service_request_id if exc else None,
             "reason": "authentication" if isinstance(exc, D365AuthenticationError) else "error",
             "error": reason,
         },
@@ -509,7 +539,7 @@ def _reject(body: bytes, exc: InputError, services: Services) -> Result:
     return Result("rejected", error=str(exc))
 
 
-def _publish(lead: LeadPush, services: Services, status: str, outcome: str, **extra: Any) -> None:
+def _publish(lead: LeadPush, services: Services, status: SyncStatus, outcome: Outcome, **extra: Any) -> None:
     result = PushOutcome(
         domain=lead.domain,
         status=status,

@@ -80,7 +80,11 @@ class Dataverse(Protocol):
     """The Dataverse calls the push makes (`dataverse.DataverseClient`)."""
 
     tokens: TokenProvider
-    last_latency_ms: float
+
+    @property
+    def last_latency_ms(self) -> float:
+        """How long the calling thread's last Dataverse request took, in milliseconds."""
+        ...
 
     def read_lead(
         self, lead_id: str, columns: tuple[str, ...], correlation_id: str | None = None

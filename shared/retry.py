@@ -1,8 +1,12 @@
-"""The retry policy, pure: how long to wait before attempt n+1.
+"""The retry policy, pure: how long to wait before attempt n+1, and before a message that could
+not be tried at all comes back.
 
 The seed's numbers: `base · 2^attempt` (60 s, 120 s, 240 s, …) capped at 3600 s, plus 0–10 s of
-jitter; a `Retry-After` from Dataverse is a floor, never shortened by the backoff. Every number
-comes from settings so tests can run the same policy in milliseconds.
+jitter; a `Retry-After` from Dataverse is a floor, never shortened by the backoff. A deferral uses
+no attempt: the integration is off (one base interval), this process is waiting out a 429 (the
+rest of the pause plus jitter), or another worker holds the domain (`claim_retry_seconds`, up to
+doubled at random so that the waiting copies do not come back together). Every number comes from
+settings so tests can run the same policy in milliseconds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class RetryPolicy:
     cap_seconds: float = 3600.0
     jitter_seconds: float = 10.0
     max_attempts: int = 6
+    claim_retry_seconds: float = 5.0
 
     def delay(
         self,
@@ -47,6 +52,20 @@ class RetryPolicy:
         if retry_after is not None and retry_after > delay:
             delay = retry_after
         return min(delay, MAX_QUEUE_DELAY_SECONDS)
+
+    def disabled_delay(self) -> float:
+        """Seconds before a message that arrived while the integration was off is looked at again."""
+        return self.base_seconds
+
+    def throttled_delay(self, paused: float, rand: Callable[[], float] = random.random) -> float:
+        """Seconds before a message comes back while this process waits out a 429 for `paused`
+        more seconds: the pause, plus jitter so the held-back messages do not return at once."""
+        return paused + self.jitter_seconds * rand()
+
+    def claimed_delay(self, rand: Callable[[], float] = random.random) -> float:
+        """Seconds before a message comes back whose domain another worker holds: between one and
+        two `claim_retry_seconds`."""
+        return self.claim_retry_seconds * (1 + rand())
 
     def exhausted(self, attempt: int) -> bool:
         """True when attempt number `attempt` (0-based) was the last one allowed."""

@@ -18,7 +18,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 
 from shared.config import ConfigError
-from shared.dataverse.errors import D365APIError
+from shared.dataverse.errors import D365RequestNotSentError
 
 logger = logging.getLogger(__name__)
 _VAULT_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".vault.microsoftazure.de")
@@ -56,7 +56,8 @@ class KeyVaultSecret:
 
         Raises:
             ConfigError: the secret does not exist or is empty.
-            D365APIError: Key Vault could not be reached (transient).
+            D365RequestNotSentError: Key Vault could not be reached (transient; no Dataverse request
+                went out).
         """
         with self._lock:
             if self._value is None:
@@ -74,13 +75,15 @@ class KeyVaultSecret:
 
         try:
             value = self._client.get_secret(self._name).value
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as exc:
             raise ConfigError(
                 f"HUNTER_D365_CLIENT_SECRET_NAME: secret '{self._name}' not found in HUNTER_KEYVAULT_URL"
-            ) from None
+            ) from exc
         except AzureError as exc:
+            # Chained: an error from Key Vault never holds the secret's value (only a 200 does),
+            # and its message and x-ms-request-id are what Key Vault support asks for.
             logger.error("d365_keyvault_error", extra={"error_code": type(exc).__name__})
-            raise D365APIError(f"Key Vault unreachable: {type(exc).__name__}", 0, "keyvault", transient=True) from None
+            raise D365RequestNotSentError(f"Key Vault unreachable: {type(exc).__name__}", "keyvault") from exc
         if not value:
             raise ConfigError(f"HUNTER_D365_CLIENT_SECRET_NAME: secret '{self._name}' is empty")
         return value

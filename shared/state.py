@@ -27,7 +27,9 @@ from shared.models import (
     RETRYING,
     SYNCED,
     SYNCING,
+    Outcome,
     SyncState,
+    SyncStatus,
     iso,
     parse_iso,
     utcnow,
@@ -138,7 +140,8 @@ class StateStore:
     def _from_entity(entity: Any) -> SyncState:
         values = {name: entity.get(name) for name in _STATE_FIELDS}
         values["attempts"] = int(values.get("attempts") or 0)
-        values["status"] = values.get("status") or "not_synced"
+        values["status"] = SyncStatus(values.get("status") or NOT_SYNCED)
+        values["last_outcome"] = Outcome(values["last_outcome"]) if values.get("last_outcome") else None
         return SyncState(domain=entity["PartitionKey"], etag=entity.metadata.get("etag"), **values)
 
     @staticmethod

@@ -1,6 +1,7 @@
 """The queue trigger: one message in → `pipeline.process`. Bad messages and Dataverse failures
 are handled inside the pipeline (retry by delayed re-enqueue, or the poison queue); an exception
-escapes only when storage itself fails, and then the host's own retry and poison queue apply —
+escapes only when storage itself fails (an `AzureError`) or a state write breaks the transition
+table (`ForbiddenTransition`, a bug), and then the host's own retry and poison queue apply —
 with the host's dequeue count handed to the pipeline, which carries it into every copy it re-sends
 so that deferrals cannot reset it.
 

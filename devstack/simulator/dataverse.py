@@ -45,7 +45,17 @@ def route(method: str, path: str) -> tuple[str, Handler]:
 
 
 def serve(sim: Simulator, request: Request) -> Response:
-    """Run one Dataverse request: token, limits, faults and latency, then its handler; counted."""
+    """Run one Dataverse request (token, limits, faults and latency, then its handler; counted),
+    answered with an `x-ms-service-request-id`."""
+    response = _serve(sim, request)
+    # Dataverse puts its own request id on every Web API response, errors included; it is the id
+    # Microsoft support traces a request by (Microsoft Learn, "Compose HTTP requests and handle
+    # errors"; Microsoft's PowerPlatform-DataverseClient-Python keeps it on every `HttpError`).
+    response.headers.setdefault("x-ms-service-request-id", str(uuid.uuid4()))
+    return response
+
+
+def _serve(sim: Simulator, request: Request) -> Response:
     name, handler = route(request.method, request.path)
     request_id = request.header("x-ms-client-request-id")
     claims = sim.verify_token(request.header("Authorization"), sim.base_url)

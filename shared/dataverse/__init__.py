@@ -7,6 +7,8 @@ from shared.dataverse.errors import (
     D365AuthenticationError,
     D365Error,
     D365RateLimitError,
+    D365RequestNotSentError,
+    D365ResponseLostError,
 )
 
 __all__ = [
@@ -14,6 +16,8 @@ __all__ = [
     "D365AuthenticationError",
     "D365Error",
     "D365RateLimitError",
+    "D365RequestNotSentError",
+    "D365ResponseLostError",
     "DataverseClient",
     "ManagedIdentityTokenProvider",
     "MsalTokenProvider",

@@ -28,7 +28,7 @@ import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
-from shared.dataverse.errors import D365APIError, D365AuthenticationError
+from shared.dataverse.errors import D365AuthenticationError, D365RequestNotSentError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class TokenProvider(Protocol):
 
         Raises:
             D365AuthenticationError: the credentials were refused.
-            D365APIError: the token endpoint could not be reached or failed (transient).
+            D365RequestNotSentError: the token endpoint could not be reached or failed (transient).
         """
         ...
 
@@ -137,7 +137,7 @@ class MsalTokenProvider:
 
         Raises:
             D365AuthenticationError: Entra ID refused the client (after one secret refresh).
-            D365APIError: the token endpoint was unreachable or failed (transient).
+            D365RequestNotSentError: the token endpoint was unreachable or failed (transient).
         """
         with self._lock:
             return self._get_locked(correlation_id)
@@ -180,7 +180,11 @@ class MsalTokenProvider:
                 "d365_token_acquisition_failed",
                 extra={"error_code": type(exc).__name__, "correlation_id": correlation_id},
             )
-            raise D365APIError(f"Entra ID token endpoint unreachable: {type(exc).__name__}", transient=True) from None
+            # Chained: requests' and MSAL's messages name the endpoint, never the form that holds
+            # the secret. No token means the Dataverse request was never sent.
+            raise D365RequestNotSentError(
+                f"Entra ID token endpoint unreachable: {type(exc).__name__}", "token_endpoint_unreachable"
+            ) from exc
 
     def _token_from(self, result: dict[str, Any], correlation_id: str | None) -> str:
         token = result.get("access_token")
@@ -204,7 +208,7 @@ class MsalTokenProvider:
             raise D365AuthenticationError(
                 f"authentication failed: Entra ID refused the client credentials: {description or error}", 401, error
             )
-        raise D365APIError(f"Entra ID token request failed: {description or error}", 0, error, True)
+        raise D365RequestNotSentError(f"Entra ID token request failed: {description or error}", error)
 
 
 class ManagedIdentityTokenProvider:
@@ -228,7 +232,7 @@ class ManagedIdentityTokenProvider:
 
         Raises:
             D365AuthenticationError: the identity endpoint refused.
-            D365APIError: the identity endpoint was unreachable (transient).
+            D365RequestNotSentError: the identity endpoint was unreachable (transient).
         """
         with self._lock:
             if self._credential is None:
@@ -268,8 +272,8 @@ class ManagedIdentityTokenProvider:
                 "d365_token_acquisition_failed",
                 extra={"auth_mode": self.mode, "error_code": type(exc).__name__, "correlation_id": correlation_id},
             )
-            raise D365APIError(
-                f"managed identity endpoint failed: {type(exc).__name__}", 0, "managed_identity", True
+            raise D365RequestNotSentError(
+                f"managed identity endpoint failed: {type(exc).__name__}", "managed_identity"
             ) from exc
         logger.debug("d365_token_acquired", extra={"auth_mode": self.mode, "correlation_id": correlation_id})
         return token

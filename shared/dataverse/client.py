@@ -1,14 +1,16 @@
 """`DataverseClient`: the few Web API calls the lead push needs, one HTTP request per method.
 
 No retry loops live here (the retry policy and the queue do that); every method either returns a
-value or raises a `D365Error` subclass (see `errors.py`). The network is injected: the client takes
-a `requests.Session` (pooled, reused across calls) and a token provider.
+value or raises a `D365Error` subclass (see `errors.py`): an error answer keeps Dataverse's
+`x-ms-service-request-id`, and no answer at all says whether the request was ever sent. The network
+is injected: the client takes a `requests.Session` (pooled, reused across calls) and a token
+provider. `last_latency_ms` is per thread: the worker threads share one client, and each reports the
+latency of its own last call.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -18,11 +20,17 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from shared.dataverse.auth import TokenProvider
-from shared.dataverse.errors import D365APIError, D365Error, error_from_response
+from shared.dataverse.errors import (
+    D365APIError,
+    D365Error,
+    error_from_response,
+    request_sent,
+    transport_error,
+)
+from shared.ids import GUID, is_guid
 
 logger = logging.getLogger(__name__)
 
-_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Ids per verification query: 50 GUID comparisons keep the URL near 3 KB, well inside the URL
 # length Dataverse accepts for a GET (longer queries need `$batch`), in one request each.
 IDS_PER_QUERY = 50
@@ -75,7 +83,12 @@ class DataverseClient:
         self._session = session or requests.Session()
         self._timeout = timeout
         self._slots = threading.BoundedSemaphore(max(1, max_in_flight))
-        self.last_latency_ms = 0.0
+        self._latency = threading.local()
+
+    @property
+    def last_latency_ms(self) -> float:
+        """How long this thread's last request took (0.0 before its first)."""
+        return float(getattr(self._latency, "ms", 0.0))
 
     def _request(
         self,
@@ -132,17 +145,21 @@ class DataverseClient:
             sent["Content-Type"] = "application/json"
         sent.update(headers or {})
         url = f"{self.api_url}/{path}"
-        started = time.perf_counter()
-        try:
-            return self._session.request(
-                method, url, params=params, json=json_body, headers=sent, timeout=self._timeout
-            )
-        except requests.RequestException as exc:
-            raise D365APIError(
-                f"no response from Dataverse ({type(exc).__name__})", 0, "connection_error", transient=True
-            ) from None
-        finally:
-            self.last_latency_ms = (time.perf_counter() - started) * 1000
+        with self._slots:
+            started = time.perf_counter()
+            try:
+                response = self._session.request(
+                    method, url, params=params, json=json_body, headers=sent, timeout=self._timeout
+                )
+            except requests.RequestException as exc:
+                self._latency.ms = (time.perf_counter() - started) * 1000
+                error = transport_error(exc)
+                self._log_error(error, method, path, correlation_id)
+                # Chained for the traceback: requests' messages name the host and the path, never
+                # the headers that hold the token.
+                raise error from exc
+            self._latency.ms = (time.perf_counter() - started) * 1000
+        return response
 
     def _log_error(self, error: D365Error, method: str, path: str, correlation_id: str | None) -> None:
         event = "d365_rate_limited" if error.status == 429 else "d365_api_error"
@@ -151,6 +168,8 @@ class DataverseClient:
             extra={
                 "status_code": error.status,
                 "error_code": error.code,
+                "service_request_id": error.service_request_id,
+                "request_sent": request_sent(error),
                 "retry_after": getattr(error, "retry_after", None),
                 "operation": _operation(method, path),
                 "correlation_id": correlation_id,
@@ -176,7 +195,7 @@ class DataverseClient:
             ValueError: `lead_id` is not a GUID.
             D365Error: any other failure.
         """
-        if not _GUID.fullmatch(lead_id):
+        if not is_guid(lead_id):
             raise ValueError("lead_id must be a GUID")
         select = ",".join(dict.fromkeys(("leadid", *columns)))
         response = self._request("GET", f"leads({lead_id})", correlation_id, params={"$select": select}, absent=(404,))
@@ -192,7 +211,7 @@ class DataverseClient:
             ValueError: an id is not a GUID.
             D365Error: a query failed.
         """
-        if any(not _GUID.fullmatch(lead_id) for lead_id in lead_ids):
+        if not all(is_guid(lead_id) for lead_id in lead_ids):
             raise ValueError("every lead id must be a GUID")
         select = ",".join(dict.fromkeys(("leadid", *columns)))
         found: dict[str, dict[str, Any]] = {}
@@ -300,7 +319,7 @@ def _operation(method: str, path: str) -> str:
 
 def _id_from(response: requests.Response) -> str:
     entity = response.headers.get("OData-EntityId", "")
-    found = _GUID.search(entity)
+    found = GUID.search(entity)
     if found:
         return found.group(0).lower()
     if response.content:

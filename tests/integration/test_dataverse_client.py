@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 
 import pytest
 import requests
@@ -12,10 +14,13 @@ from shared.dataverse import (
     D365APIError,
     D365AuthenticationError,
     D365RateLimitError,
+    D365RequestNotSentError,
+    D365ResponseLostError,
     DataverseClient,
     MsalTokenProvider,
 )
 from shared.dataverse.auth import StaticSecret
+from shared.ids import is_guid
 
 
 def make_client(sim: Simulator, secret: str = DEFAULT_SECRET) -> DataverseClient:
@@ -111,15 +116,59 @@ def test_d3_server_errors_are_transient(sim: Simulator, status: int, admin: Simu
     assert raised.value.status == status and raised.value.transient
 
 
+def test_service_request_id_travels_on_the_error_and_in_the_event(
+    sim: Simulator, admin: SimulatorAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin.add_fault(route="lead_query", status=503, times=1)
+    client = make_client(sim)
+    caplog.set_level(logging.WARNING, logger="shared.dataverse.client")
+    with pytest.raises(D365APIError) as raised:
+        client.find_lead("hnt_domain", "acme.com")
+    request_id = raised.value.service_request_id
+    assert request_id and is_guid(request_id)
+    events = [r for r in caplog.records if r.getMessage() == "d365_api_error"]
+    assert [e.service_request_id for e in events] == [request_id]  # type: ignore[attr-defined]
+    assert events[0].request_sent is True  # type: ignore[attr-defined]
+
+
 def test_connection_dropped_after_commit_is_transient_and_the_write_happened(
     sim: Simulator, admin: SimulatorAdmin
 ) -> None:
     admin.add_fault(route="lead_create", drop_after_commit=True, times=1)
     client = make_client(sim)
-    with pytest.raises(D365APIError) as raised:
+    with pytest.raises(D365ResponseLostError) as raised:
         client.create_lead({"subject": "x", "hnt_domain": "dropped.com"})
     assert raised.value.transient and raised.value.status == 0
+    assert raised.value.code == "connection_dropped" and raised.value.service_request_id is None
     assert client.find_lead("hnt_domain", "dropped.com") is not None
+
+
+def test_a_refused_connection_was_never_sent(sim: Simulator) -> None:
+    client = make_client(sim)
+    client.who_am_i()  # a token, so that only the Dataverse request meets the closed port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens once the socket is closed
+    client.api_url = f"https://127.0.0.1:{closed}/api/data/v9.2"
+    with pytest.raises(D365RequestNotSentError) as raised:
+        client.create_lead({"subject": "x", "hnt_domain": "never-sent.com"})
+    assert raised.value.transient and raised.value.code == "connect_error"
+    assert isinstance(raised.value.__cause__, requests.ConnectionError)
+
+
+def test_a_silent_server_is_a_read_timeout_after_sending(sim: Simulator, admin: SimulatorAdmin) -> None:
+    admin.add_fault(route="lead_create", latency_ms=1500, times=1)
+    client = make_client(sim)
+    client.who_am_i()
+    client._timeout = 0.5
+    with pytest.raises(D365ResponseLostError) as raised:
+        client.create_lead({"subject": "x", "hnt_domain": "slow.com"})
+    assert raised.value.code == "read_timeout"
+    client._timeout = 10
+    deadline = time.monotonic() + 10
+    while client.find_lead("hnt_domain", "slow.com") is None:  # sent: the create lands after all
+        assert time.monotonic() < deadline, "the timed-out create never landed"
+        time.sleep(0.05)
 
 
 def test_injection_in_a_domain_never_matches_another_lead(sim: Simulator) -> None:

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_message_schema_lists_exactly_the_message_fields() -> None:
     schema = json.loads((ROOT / "docs" / "lead-push-message.schema.json").read_text())
     assert set(schema["properties"]) == set(MESSAGE_FIELDS)
-    for name, limit in STRING_FIELDS.items():
-        assert schema["properties"][name]["maxLength"] == limit
+    for name, spec in STRING_FIELDS.items():
+        assert schema["properties"][name]["maxLength"] == spec.max_length
 
 
 def test_openapi_lead_lists_exactly_the_lead_fields() -> None:

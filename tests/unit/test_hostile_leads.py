@@ -110,9 +110,9 @@ def assert_usable(lead: LeadPush) -> None:
     assert normalize_domain(lead.domain) == lead.domain
     assert decode_message(lead.to_json().encode("utf-8")) == lead  # the worker sees the same lead
     assert lead.final_score is None or math.isfinite(lead.final_score)
-    for name, limit in STRING_FIELDS.items():
+    for name, spec in STRING_FIELDS.items():
         value = getattr(lead, name)
-        assert value is None or utf16_length(value) <= limit, name
+        assert value is None or utf16_length(value) <= spec.max_length, name
     for custom_fields in (True, False):
         payload = lead_payload(lead, custom_fields)
         for column, limit in LEAD_MAX_LENGTHS.items():

@@ -4,9 +4,25 @@ import base64
 import json
 
 import pytest
+from azure.data.tables._serialize import _add_entity_properties
 
+from shared.ids import is_correlation_id, is_guid
 from shared.mapping import LEAD_MAX_LENGTHS, lead_payload
-from shared.models import InputError, LeadPush, decode_message
+from shared.models import (
+    ALREADY_EXISTS,
+    CREATED,
+    RECREATED,
+    RETRYING,
+    STRING_FIELDS,
+    SYNCED,
+    InputError,
+    LeadPush,
+    Outcome,
+    PushOutcome,
+    SyncState,
+    SyncStatus,
+    decode_message,
+)
 
 
 def test_request_is_validated_and_normalised() -> None:
@@ -85,3 +101,46 @@ def test_payload_without_custom_columns_keys_on_the_website() -> None:
     payload = lead_payload(lead, custom_fields=False)
     assert not any(key.startswith("hnt_") for key in payload)
     assert payload["websiteurl"] == "https://acme.com" and payload["leadqualitycode"] == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "6f9619ff-8b86-d011-b42d-00c04fc964ff\n",
+        " 6f9619ff-8b86-d011-b42d-00c04fc964ff",
+        "{6f9619ff-8b86-d011-b42d-00c04fc964ff}",
+        42,
+    ],
+)
+def test_a_guid_is_matched_whole(text: object) -> None:
+    assert is_guid("6f9619ff-8b86-d011-b42d-00C04FC964FF")
+    assert not is_guid(text)
+
+
+@pytest.mark.parametrize("text", ["abc\n", "", "a" * 129, "a b", "é", None])
+def test_a_correlation_id_is_matched_whole(text: object) -> None:
+    assert is_correlation_id("corr-123_x.y:z") and is_correlation_id("a" * 128)
+    assert not is_correlation_id(text)
+
+
+def test_statuses_and_outcomes_travel_as_plain_strings() -> None:
+    state = SyncState("acme.com", status=SYNCED, last_outcome=CREATED)
+    assert json.dumps(state.public()) == json.dumps({**state.public(), "status": "synced", "last_outcome": "created"})
+    outcome = PushOutcome("acme.com", SyncStatus.ERROR, Outcome.FAILED, "c1")
+    assert '"status":"error","outcome":"failed"' in outcome.to_json()
+    entity = _add_entity_properties({"status": SYNCED, "last_outcome": ALREADY_EXISTS})
+    assert entity == _add_entity_properties({"status": "synced", "last_outcome": "already_exists"})
+    assert f"{RETRYING}" == "retrying" and str(RECREATED) == "recreated"
+
+
+def test_the_field_table_names_the_columns_the_mapping_writes() -> None:
+    values = {name: f"v-{name}" for name in STRING_FIELDS}
+    lead = LeadPush.from_request({"domain": "acme.com", **values, "email": "v-email@acme.com"})
+    values["email"] = "v-email@acme.com"
+    payload = lead_payload(lead, custom_fields=True)
+    for name, spec in STRING_FIELDS.items():
+        if spec.column is None:
+            assert values[name] not in payload.values()
+        else:
+            assert payload[spec.column] == values[name], name
+            assert LEAD_MAX_LENGTHS[spec.column] == spec.max_length

@@ -13,7 +13,7 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 
 from shared.config import ConfigError
-from shared.dataverse import D365APIError, D365AuthenticationError, D365RateLimitError
+from shared.dataverse import D365APIError, D365AuthenticationError, D365RateLimitError, D365ResponseLostError
 from shared.models import LeadPush
 from shared.pipeline import MAX_FAILED_DELIVERIES, accept, accept_batch, process, replay_poison
 from tests.unit.fakes import Boom, World, run_host, world
@@ -336,3 +336,23 @@ def test_replay_uses_every_valid_message_and_leaves_the_rest_visible() -> None:
     assert [(m["domain"], m["attempt"]) for m in fresh] == [("one.example", 0), ("two.example", 0)]
     assert all(not m.get("failed_deliveries") for m in fresh)
     assert len(poison.visible()) == 3
+
+
+def test_events_carry_the_service_request_id_and_whether_the_request_went_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = world()
+    lost = D365ResponseLostError("the connection was lost", "connection_dropped")
+    refused = D365APIError("no privilege", 403, "0x80040220", service_request_id="req-403")
+    w.dataverse.fail["find_lead"] = [D365APIError("busy", 503, "0x0", True, service_request_id="req-503")]
+    w.dataverse.fail["create_lead"] = [lost, refused]
+    caplog.set_level("INFO", logger="shared.pipeline")
+    push(w)
+    run_host(w)
+    events = [
+        (r.getMessage(), getattr(r, "service_request_id", "-"), getattr(r, "request_sent", "-")) for r in caplog.records
+    ]
+    assert ("d365_lead_lookup_error", "req-503", "-") in events
+    assert ("d365_push_retry_scheduled", "req-503", True) in events
+    assert ("d365_push_retry_scheduled", None, True) in events  # sent; its answer was lost
+    assert ("d365_push_failed", "req-403", "-") in events

@@ -54,3 +54,12 @@ def test_throttle_holds_every_caller_until_the_longest_retry_after() -> None:
     assert throttle.remaining() == 1
     now[0] += 1
     assert throttle.remaining() == 0
+
+
+def test_deferrals_use_the_policy_numbers() -> None:
+    policy = RetryPolicy(base_seconds=60, jitter_seconds=10, claim_retry_seconds=5)
+    assert policy.disabled_delay() == 60
+    assert policy.throttled_delay(30, rand=lambda: 0.0) == 30
+    assert policy.throttled_delay(30, rand=lambda: 0.5) == 35
+    assert policy.claimed_delay(rand=lambda: 0.0) == 5
+    assert policy.claimed_delay(rand=lambda: 0.999) == pytest.approx(9.995)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.models import ERROR, NOT_SYNCED, QUEUED, RETRYING, SYNCED, SYNCING, SyncState
+from shared.models import ERROR, NOT_SYNCED, QUEUED, RETRYING, SYNCED, SYNCING, SyncState, SyncStatus
 from shared.state import ForbiddenTransition, StateStore, check_transition
 from tests.unit.fakes import Clock, FakeTable
 
@@ -82,7 +82,7 @@ def test_finish_after_the_claim_was_taken_over_writes_nothing() -> None:
         ("claim", NOT_SYNCED, RETRYING),
     ],
 )
-def test_forbidden_transitions_raise(writer: str, before: str | None, after: str) -> None:
+def test_forbidden_transitions_raise(writer: str, before: SyncStatus | None, after: SyncStatus) -> None:
     previous = None if before is None else SyncState(domain=DOMAIN, status=before)
     with pytest.raises(ForbiddenTransition):
         check_transition(writer, previous, SyncState(domain=DOMAIN, status=after))
@@ -102,7 +102,7 @@ def test_forbidden_transitions_raise(writer: str, before: str | None, after: str
         ("verify", SYNCED, SYNCED),
     ],
 )
-def test_allowed_transitions_pass(writer: str, before: str | None, after: str) -> None:
+def test_allowed_transitions_pass(writer: str, before: SyncStatus | None, after: SyncStatus) -> None:
     previous = None if before is None else SyncState(domain=DOMAIN, status=before)
     check_transition(writer, previous, SyncState(domain=DOMAIN, status=after))
 
