@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from shared.dataverse import D365APIError, D365AuthenticationError, D365RateLimitError
 from shared.models import InputError, decode_message
+from tests.property.test_hostile_leads import hostile_leads, to_json_text
 from tests.unit.fakes import Boom, run_host, world
-from tests.unit.test_hostile_leads import hostile_leads, to_json_text
 
 FAULTS = {
     "transient": lambda: D365APIError("unavailable", 503, "0x0", transient=True),
