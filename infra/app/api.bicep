@@ -105,6 +105,9 @@ var hunterSettings = {
   // Queue trigger concurrency in Azure, whatever host.json says locally (the Dataverse budget).
   AzureFunctionsJobHost__extensions__queues__batchSize: '${queueBatchSize}'
   AzureFunctionsJobHost__extensions__queues__newBatchThreshold: '${queueNewBatchThreshold}'
+  // One worker pool for HTTP and queue invocations (python-worker dispatcher; default min(32, cpus + 4)):
+  // room for the queue batch and an HTTP burst. Dataverse calls are bounded by the settings above.
+  PYTHON_THREADPOOL_THREAD_COUNT: '16'
   // The same budget for the app's own bound on Dataverse calls per instance (shared/concurrency.py).
   HUNTER_D365_MAX_INSTANCES: '${maximumInstanceCount}'
   HUNTER_D365_CONCURRENCY_BUDGET: '${dataverseConcurrencyBudget}'
