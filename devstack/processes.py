@@ -183,6 +183,30 @@ def easy_auth_settings(info: dict[str, Any], cors_origins: list[str]) -> dict[st
     }
 
 
+def api_token(info: dict[str, Any], client_id: str, secret: str, verify: str | bool = True) -> str:
+    """A client-credentials token for the API (`api://<api>/.default`) from the simulator's Entra
+    ID, as Hunter's backend gets one: its app roles are in `roles`.
+
+    Raises:
+        requests.HTTPError: the token endpoint refused (unknown client, wrong secret).
+    """
+    import requests
+
+    response = requests.post(
+        f"{info['authority']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret,
+            "scope": f"{info['api_scope'].rsplit('/', 1)[0]}/.default",
+        },
+        timeout=30,
+        verify=verify,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
 class ProcessGroup:
     """Child processes of the local stack (Azurite, the simulator, hosts), logged to `state_dir`
     and stopped together."""

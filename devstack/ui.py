@@ -18,14 +18,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 MSAL = ROOT / "node_modules" / "@azure" / "msal-browser" / "lib"
-SAMPLE_LEADS = [
+SAMPLE_LEADS: list[dict[str, Any]] = [
     {"domain": "contoso-demo.example", "company_name": "Contoso Ltd", "final_score": 91, "city": "Berlin"},
     {"domain": "fabrikam-demo.example", "company_name": "Fabrikam GmbH", "final_score": 77, "city": "Munich"},
     {"domain": "northwind-demo.example", "company_name": "Northwind Traders", "final_score": 64, "city": "Hamburg"},
 ]
 
 
-def page_config(info: dict[str, Any], api_base: str, origin: str, leads: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def page_config(
+    info: dict[str, Any], api_base: str, origin: str, leads: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The demo page's `/config.json` for a simulator (`info()`) and the host's API base URL."""
     return {
         "clientId": info["spa_client_id"],
@@ -69,7 +71,11 @@ def serve(port: int, config: Callable[[], dict[str, Any]]) -> tuple[int, Callabl
                     self.send_error(404)
                     return
                 body = found.read_bytes()
-                kind = "text/javascript" if found.suffix == ".js" else (mimetypes.guess_type(found.name)[0] or "text/plain")
+                kind = (
+                    "text/javascript"
+                    if found.suffix == ".js"
+                    else (mimetypes.guess_type(found.name)[0] or "text/plain")
+                )
             self.send_response(200)
             self.send_header("Content-Type", f"{kind}; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                 "worker_threads": host.worker.size,
                 "function_timeout_ms": None if host.worker.timeout is None else int(host.worker.timeout * 1000),
                 "keys": host.keys.public(),
-                "authentication": None if host.auth is None else {"issuer": host.auth.issuer, "audiences": host.auth.audiences},
+                "authentication": None
+                if host.auth is None
+                else {"issuer": host.auth.issuer, "audiences": host.auth.audiences},
                 "cors": None if host.http.cors is None else host.http.cors.origins,
             }
         ),

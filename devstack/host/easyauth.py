@@ -150,7 +150,9 @@ class EasyAuth:
             return None
         auth = cls(config)
         if not auth.issuer or not auth.client_id:
-            raise ValueError(f"{SETTINGS}: identityProviders.azureActiveDirectory.registration needs openIdIssuer and clientId")
+            raise ValueError(
+                f"{SETTINGS}: identityProviders.azureActiveDirectory.registration needs openIdIssuer and clientId"
+            )
         return auth
 
     @property
@@ -191,7 +193,9 @@ class EasyAuth:
 
     def _challenge(self) -> dict[str, str]:
         authority = self.issuer.removesuffix("/v2.0")
-        return {"WWW-Authenticate": f'Bearer realm="local-host" authorization_uri="{authority}/oauth2/v2.0/authorize" resource_id="{self.client_id}"'}
+        return {
+            "WWW-Authenticate": f'Bearer realm="local-host" authorization_uri="{authority}/oauth2/v2.0/authorize" resource_id="{self.client_id}"'
+        }
 
     def validate(self, token: str) -> dict[str, Any] | None:
         """The token's claims when it is valid for this app, else None (the reason is logged)."""
@@ -231,7 +235,9 @@ class EasyAuth:
         allowed = self.allowed_applications
         if allowed and client not in allowed:
             logger.info("host_auth_client_refused", extra={"client": client})
-            return Answer(403, {"Content-Type": "text/plain"}, b"You do not have permission to view this directory or page.")
+            return Answer(
+                403, {"Content-Type": "text/plain"}, b"You do not have permission to view this directory or page."
+            )
         return principal_headers(claims)
 
 

@@ -122,7 +122,9 @@ class Directory:
             return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
         return {
-            "keys": [{"kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.kid, "n": b64(numbers.n), "e": b64(numbers.e)}]
+            "keys": [
+                {"kty": "RSA", "use": "sig", "kid": self.kid, "x5t": self.kid, "n": b64(numbers.n), "e": b64(numbers.e)}
+            ]
         }
 
     def sign(self, claims: dict[str, Any]) -> str:

@@ -39,8 +39,20 @@ def discovery(sim: Simulator, request: Request) -> Response:
             "userinfo_endpoint": f"{sim.base_url}/oidc/userinfo",
             "response_modes_supported": ["query", "fragment", "form_post"],
             "claims_supported": [
-                "sub", "iss", "aud", "exp", "iat", "nbf", "auth_time", "nonce", "name", "preferred_username",
-                "oid", "tid", "ver", "email",
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "nbf",
+                "auth_time",
+                "nonce",
+                "name",
+                "preferred_username",
+                "oid",
+                "tid",
+                "ver",
+                "email",
             ],
             "request_uri_parameter_supported": False,
             "http_logout_supported": True,
@@ -61,7 +73,9 @@ def discovery(sim: Simulator, request: Request) -> Response:
     )
 
 
-def error_response(sim: Simulator, request: Request, status: int, error: str, aadsts: int, description: str) -> Response:
+def error_response(
+    sim: Simulator, request: Request, status: int, error: str, aadsts: int, description: str
+) -> Response:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     trace = str(uuid.uuid4())
     correlation = request.header("client-request-id") or str(uuid.uuid4())

@@ -86,7 +86,9 @@ def _page(status: int, title: str, body: str) -> Response:
         "small{color:#555}</style></head><body>"
         f"{body}</body></html>"
     )
-    return Response(status, document.encode(), {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"})
+    return Response(
+        status, document.encode(), {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+    )
 
 
 def _stamp() -> str:
@@ -94,7 +96,11 @@ def _stamp() -> str:
 
 
 def _error_page(code: int, text: str) -> Response:
-    return _page(400, "Sign in", f"<h1>Sorry, but we're having trouble signing you in.</h1><p>AADSTS{code}: {html.escape(text)}</p>")
+    return _page(
+        400,
+        "Sign in",
+        f"<h1>Sorry, but we're having trouble signing you in.</h1><p>AADSTS{code}: {html.escape(text)}</p>",
+    )
 
 
 def _redirect(uri: str, params: dict[str, str], mode: str) -> Response:
@@ -119,7 +125,11 @@ def _check_authorize(sim: Simulator, query: dict[str, str]) -> Response | None:
     if query.get("response_type") != "code":
         return _redirect(
             redirect_uri,
-            {"error": "unsupported_response_type", "error_description": "AADSTS700054: response_type is not enabled for the application.", **state},
+            {
+                "error": "unsupported_response_type",
+                "error_description": "AADSTS700054: response_type is not enabled for the application.",
+                **state,
+            },
             mode,
         )
     if not query.get("code_challenge") or query.get("code_challenge_method", "plain") != "S256":
@@ -267,7 +277,10 @@ def _tokens(
     if resource and len(api) != len(resource):
         return json_response(
             400,
-            {"error": "invalid_scope", "error_description": f"AADSTS70011: The provided value for scope {' '.join(resource)} is not valid."},
+            {
+                "error": "invalid_scope",
+                "error_description": f"AADSTS70011: The provided value for scope {' '.join(resource)} is not valid.",
+            },
         )
     person = {
         "name": user.name,
@@ -285,7 +298,9 @@ def _tokens(
         access, expires = sim.issue_token(API_CLIENT_ID, client_id, extra=extra)
         granted = f"{API_IDENTIFIER_URI}/{API_SCOPE}"
     else:
-        access, expires = sim.issue_token(GRAPH_APP_ID, client_id, extra={**person, "scp": "openid profile email User.Read"})
+        access, expires = sim.issue_token(
+            GRAPH_APP_ID, client_id, extra={**person, "scp": "openid profile email User.Read"}
+        )
         granted = "openid profile email User.Read"
     answer: dict[str, object] = {
         "token_type": "Bearer",
@@ -303,7 +318,7 @@ def _tokens(
     return json_response(200, answer, {"Cache-Control": "no-store"})
 
 
-def _id_token(sim: Simulator, client_id: str, user: User, person: dict[str, object], nonce: str | None) -> str:
+def _id_token(sim: Simulator, client_id: str, user: User, person: dict[str, str], nonce: str | None) -> str:
     issued = int(now())
     claims: dict[str, object] = {
         "aud": client_id,

@@ -179,7 +179,9 @@ class Simulator:
             "spa_client_id": SPA_CLIENT_ID,
             "backend_client_id": BACKEND_CLIENT_ID,
             "operator_client_id": OPERATOR_CLIENT_ID,
-            "test_users": [{"username": u.username, "name": u.name, "roles": list(u.roles), "note": u.note} for u in TEST_USERS],
+            "test_users": [
+                {"username": u.username, "name": u.name, "roles": list(u.roles), "note": u.note} for u in TEST_USERS
+            ],
             "pid": os.getpid(),
         }
 
@@ -380,10 +382,13 @@ class Simulator:
             return [asdict(fault) for fault in self._faults]
 
     def take_fault(self, route: str) -> Fault | None:
-        """The first matching fault (its count is used up), or None."""
+        """The first matching fault (its count is used up), or None. "*" does not reach the
+        sign-in provider's routes (discovery, JWKS, authorize, logout): a Dataverse storm must not
+        make the local App Service Authentication refuse every caller; name them to fault them."""
+        wildcard = route not in ("discovery", "jwks", "authorize", "logout")
         with self._lock:
             for fault in self._faults:
-                if fault.route in (route, "*") and fault.times != 0:
+                if (fault.route == route or (wildcard and fault.route == "*")) and fault.times != 0:
                     if fault.times > 0:
                         fault.times -= 1
                     return fault

@@ -85,7 +85,9 @@ class Demo:
         return self.page.locator(f"d365-push-button[domain='{domain}']")
 
     def wait_status(self, domain: str, status: str, timeout: float = 30) -> None:
-        self.page.wait_for_selector(f"d365-push-button[domain='{domain}'][data-status='{status}']", timeout=timeout * 1000)
+        self.page.wait_for_selector(
+            f"d365-push-button[domain='{domain}'][data-status='{status}']", timeout=timeout * 1000
+        )
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -95,7 +97,7 @@ class Demo:
 
 
 @pytest.fixture
-def demo(browser: Any, sim: Simulator, start_stack: Callable[..., Stack]) -> Iterator[Callable[..., Demo]]:
+def demo(browser: Any, sim: Simulator, start_stack: Callable[..., Stack]) -> Iterator[Callable[..., Demo]]:  # noqa: F811
     """`demo(**settings)`: the demo page on its own origin, a host whose CORS allows that origin
     only, a fresh browser context (no signed-in account)."""
     stops: list[Callable[[], None]] = []

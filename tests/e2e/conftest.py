@@ -31,7 +31,6 @@ from devstack.simulator import DEFAULT_SECRET, Simulator, SimulatorAdmin
 from devstack.simulator.directory import BACKEND_CLIENT_ID, OPERATOR_CLIENT_ID
 from tests.conftest import ROOT, Azurite
 
-
 DEMO_ORIGIN = "http://localhost:7180"
 
 
@@ -68,7 +67,8 @@ class Stack:
         self.process: subprocess.Popen[str] | None = None
         # Every call through the helper carries a fresh token of Hunter's backend, as it will in Azure.
         self.http = requests.Session()
-        self.http.auth = AppToken(sim, BACKEND_CLIENT_ID)
+        self.app_auth = AppToken(sim, BACKEND_CLIENT_ID)
+        self.http.auth = self.app_auth
         self.replay_auth = AppToken(sim, OPERATOR_CLIENT_ID)
 
     def start(self) -> Stack:

@@ -30,10 +30,17 @@ def test_push_without_a_valid_token_is_401_from_the_platform(start_stack: Callab
     expired, _ = stack.sim.issue_token(API_CLIENT_ID, BACKEND_CLIENT_ID, extra={"roles": ["Leads.Push"]}, lifetime=-600)
     other_audience, _ = stack.sim.issue_token("api://someone-else", BACKEND_CLIENT_ID, extra={"roles": ["Leads.Push"]})
     for token in (forged, expired, other_audience, "not-a-jwt"):
-        refused = requests.post(url, json={"domain": "notoken.example"}, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        refused = requests.post(
+            url, json={"domain": "notoken.example"}, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         assert refused.status_code == 401, token[:20]
     # A principal header from outside is removed by the platform: alone it authenticates nobody.
-    sneaky = requests.post(url, json={"domain": "notoken.example"}, headers={"X-MS-CLIENT-PRINCIPAL": _principal(["Leads.Push"])}, timeout=30)
+    sneaky = requests.post(
+        url,
+        json={"domain": "notoken.example"},
+        headers={"X-MS-CLIENT-PRINCIPAL": _principal(["Leads.Push"])},
+        timeout=30,
+    )
     assert sneaky.status_code == 401
     assert stack.queue_length(stack.queue_name) == 0
     assert stack.events("host_auth_token_refused")
@@ -41,9 +48,14 @@ def test_push_without_a_valid_token_is_401_from_the_platform(start_stack: Callab
 
 def test_a_caller_without_the_role_gets_403_naming_it(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    viewer, _ = stack.sim.issue_token(API_CLIENT_ID, SPA_CLIENT_ID, extra={"scp": "access_as_user", "preferred_username": "viewer@hunter.example"})
+    viewer, _ = stack.sim.issue_token(
+        API_CLIENT_ID, SPA_CLIENT_ID, extra={"scp": "access_as_user", "preferred_username": "viewer@hunter.example"}
+    )
     response = requests.post(
-        f"{stack.url}/api/v1/d365/push-lead", json={"domain": "norole.example"}, headers={"Authorization": f"Bearer {viewer}"}, timeout=30
+        f"{stack.url}/api/v1/d365/push-lead",
+        json={"domain": "norole.example"},
+        headers={"Authorization": f"Bearer {viewer}"},
+        timeout=30,
     )
     assert response.status_code == 403
     body = response.json()
@@ -63,7 +75,9 @@ def test_replay_takes_the_replay_role_only_and_ignores_a_forged_principal(start_
 
 def test_a_client_outside_allowed_applications_is_403_from_the_platform(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    outsider, _ = stack.sim.issue_token(API_CLIENT_ID, "0f0f0f0f-0000-4000-8000-000000000000", extra={"roles": ["Leads.Push"]})
+    outsider, _ = stack.sim.issue_token(
+        API_CLIENT_ID, "0f0f0f0f-0000-4000-8000-000000000000", extra={"roles": ["Leads.Push"]}
+    )
     response = requests.get(
         f"{stack.url}/api/v1/d365/leads/x.example", headers={"Authorization": f"Bearer {outsider}"}, timeout=30
     )
@@ -140,7 +154,7 @@ def test_a_chunked_body_is_read_and_a_negative_length_is_400(start_stack: Callab
     stack = start_stack()
     lead = json.dumps({"domain": "chunked-body.example"}).encode()
     head = (
-        f"POST /api/v1/d365/push-lead HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {stack.http.auth.token()}\r\n"
+        f"POST /api/v1/d365/push-lead HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {stack.app_auth.token()}\r\n"
         "Content-Type: application/json\r\nConnection: close\r\n"
     ).encode()
     chunked = head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(lead) + lead + b"\r\n0\r\n\r\n"

@@ -470,7 +470,9 @@ def test_app_service_authentication_matches_the_local_host_and_the_anonymous_rou
     assert deployed["globalValidation"] == local["globalValidation"]
     assert deployed["login"] == local["login"]
     aad = deployed["identityProviders"]["azureActiveDirectory"]
-    assert aad["enabled"] is True and set(aad["validation"]) == set(local["identityProviders"]["azureActiveDirectory"]["validation"])
+    assert aad["enabled"] is True and set(aad["validation"]) == set(
+        local["identityProviders"]["azureActiveDirectory"]["validation"]
+    )
     assert aad["registration"]["openIdIssuer"].endswith("/v2.0")  # v2.0 tokens (the API's manifest)
     anonymous = re.findall(
         r'route="([^"]+)"[^)]*auth_level=func\.AuthLevel\.ANONYMOUS\)\ndef (?:live|ready)',
