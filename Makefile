@@ -9,7 +9,7 @@ STAMP_NODE := node_modules/.installed
 WORKER_VENV := .venv-worker
 STAMP_WORKER := $(WORKER_VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check
+.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check browser
 
 setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_WORKER)  ## install Python packages (.venv, .venv-worker) and Azurite (node_modules)
 
@@ -33,6 +33,19 @@ $(STAMP_NODE): package.json
 	@echo "==> Azurite from npm into node_modules"
 	@npm install --silent --no-audit --no-fund --no-package-lock
 	@touch $@
+
+# Debian's Chromium for the browser tests (tests/browser), driven by the Python playwright package:
+# Playwright's own browser download is not reachable from CI. Installed with apt-get when missing and
+# running as root (CI, fresh machines); otherwise the browser tests skip and say why, except under
+# REQUIRE_BROWSER=1 (.ci/run), where they fail.
+browser:  ## install Debian's chromium for the browser tests when missing (as root)
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "==> chromium from Debian (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } \
+	  || echo "==> chromium could not be installed; the browser tests will say so"; \
+	else echo "==> chromium is missing and this is not root: the browser tests will skip (sudo apt-get install chromium)"; fi
 
 run: setup  ## start Azurite + the simulator + the local Functions host; Ctrl-C stops all
 	@$(PY) -m devstack up
@@ -58,7 +71,7 @@ typecheck: setup
 infra-check:  ## offline infra checks: Bicep structure tests (pycep-parser) + checkov; tools in .venv-infra
 	@PYTHON=$(PYTHON) infra/check.sh
 
-test: setup lint typecheck infra-check  ## lint, type-check, the offline infra checks, then every test
+test: setup browser lint typecheck infra-check  ## lint, type-check, the offline infra checks, then every test
 	@echo "==> pytest"
 	@$(PY) -m pytest -q
 

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -38,15 +37,14 @@ from typing import Any
 import requests
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from devstack.processes import ROOT, ProcessGroup, simulator_env
+from devstack.processes import ROOT, ProcessGroup, api_token, easy_auth_settings, simulator_env
 from devstack.simulator import DEFAULT_SECRET, SimulatorAdmin
+from devstack.simulator.directory import OPERATOR_CLIENT_ID, OPERATOR_SECRET
 
 DATAVERSE_ROUTES = ("lead_", "whoami", "metadata")
-# The local host enforces function keys as Azure does: every benchmark host gets this key and every
-# call sends it.
-FUNCTION_KEY = secrets.token_urlsafe(32)
+# The local host plays App Service Authentication as Azure does: every call sends a bearer token of
+# the operator app (both app roles), fetched once per host before anything is measured (app_env).
 HTTP = requests.Session()
-HTTP.headers["x-functions-key"] = FUNCTION_KEY
 # The Python worker's pool size that Bicep sets in Azure (PYTHON_THREADPOOL_THREAD_COUNT): the
 # benchmarks run with the value Azure will have, not this machine's min(32, cpus + 4).
 AZURE_THREADPOOL_THREAD_COUNT = "16"
@@ -64,6 +62,10 @@ def counts(admin: SimulatorAdmin) -> tuple[int, int, int]:
 def app_env(connection: str, info: dict[str, Any], **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUNTER_", "AzureWebJobs"))}
     env.update(simulator_env(info))
+    if "Authorization" not in HTTP.headers:
+        HTTP.headers["Authorization"] = (
+            f"Bearer {api_token(info, OPERATOR_CLIENT_ID, OPERATOR_SECRET, info['ca_bundle'])}"
+        )
     env.update(
         {
             "AzureWebJobsStorage": connection,
@@ -72,7 +74,7 @@ def app_env(connection: str, info: dict[str, Any], **extra: str) -> dict[str, st
             "HUNTER_D365_RESULTS_QUEUE": "bench-results",
             "HUNTER_D365_STATE_TABLE": "benchstate",
             "PYTHONPATH": str(ROOT),
-            "LOCAL_HOST_FUNCTION_KEY": FUNCTION_KEY,
+            **easy_auth_settings(info, []),
             "PYTHON_THREADPOOL_THREAD_COUNT": AZURE_THREADPOOL_THREAD_COUNT,
             **extra,
         }

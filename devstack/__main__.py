@@ -14,9 +14,12 @@ local.settings.json) runs Azurite on plain HTTP with its account-key connection 
 does pointing the stack at your own Dataverse (no simulator, so no managed-identity endpoint). The
 account-key connection string, for Storage Explorer and the like, is in `.devstack/stack.json`.
 
-The host enforces function keys as Azure does. The local keys are made once and kept in
-`.devstack/keys.json` (or taken from `LOCAL_HOST_MASTER_KEY` / `LOCAL_HOST_FUNCTION_KEY`); they are
-printed at startup and used in the curl lines.
+With the simulator, the host plays App Service Authentication as Bicep configures it (bearer
+tokens for the API's app registration, validated against the simulator's Entra ID; CORS for the
+demo page's origin only), and the demo page of the Hunter UI path is served on its own origin
+(`DEMO_PORT`, default 7180; devstack/ui.py): sign in as one of the printed test users and push.
+The curl lines carry a token of the simulated operator app (both app roles). Function keys stay
+generated and kept in `.devstack/keys.json` for the host's own key checks (no API route uses them).
 """
 
 from __future__ import annotations
@@ -28,10 +31,20 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import requests
 
-from devstack.processes import AzuriteTls, ProcessGroup, identity_storage_settings, simulator_env
+from devstack import ui
+from devstack.processes import (
+    AzuriteTls,
+    ProcessGroup,
+    api_token,
+    easy_auth_settings,
+    identity_storage_settings,
+    simulator_env,
+)
+from devstack.simulator.directory import OPERATOR_CLIENT_ID, OPERATOR_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".devstack"
@@ -92,7 +105,7 @@ def main(argv: list[str]) -> int:
         say("stopped")
 
 
-def start_azurite(stack: ProcessGroup, env: dict[str, str], info: dict[str, str] | None) -> str:
+def start_azurite(stack: ProcessGroup, env: dict[str, str], info: dict[str, Any] | None) -> str:
     """Start Azurite and point `env` at it; returns its account-key connection string.
 
     By identity, as in Azure, when the simulator runs (its managed-identity endpoint issues the
@@ -119,7 +132,7 @@ def run(stack: ProcessGroup, stopping: threading.Event) -> int:
     env = dict(os.environ) | LOCAL_DEFAULTS | configured
     keys = local_keys(configured)
     env.update(keys)
-    info: dict[str, str] | None = None
+    info: dict[str, Any] | None = None
     if "HUNTER_D365_BASE_URL" not in configured:
         info = stack.simulator()
         say(f"Simulator    {info['base_url']}  (Dataverse, Entra ID, Key Vault, managed identity; admin at /_admin)")
@@ -134,28 +147,50 @@ def run(stack: ProcessGroup, stopping: threading.Event) -> int:
     storage_connection = ""
     if "AzureWebJobsStorage" not in configured or configured["AzureWebJobsStorage"] == "UseDevelopmentStorage=true":
         storage_connection = start_azurite(stack, env, info)
+    demo_port = int(os.environ.get("DEMO_PORT", "7180"))
+    demo_origin = f"http://localhost:{demo_port}"
+    if info is not None:
+        # App Service Authentication + CORS as Bicep configures them, against the simulator's Entra ID.
+        env.update(easy_auth_settings(info, [demo_origin]))
     url, host = stack.host(env, port=int(os.environ["HOST_PORT"]) if "HOST_PORT" in os.environ else None)
     say(f"Functions    {url}/api  (logs: .devstack/host.log)")
-    function_key, master_key = keys["LOCAL_HOST_FUNCTION_KEY"], keys["LOCAL_HOST_MASTER_KEY"]
-    say(f"Keys         function {function_key}   master {master_key}  (.devstack/keys.json)")
     ready = requests.get(f"{url}/api/healthz/ready", timeout=30).json()
     say(f"Ready check  {json.dumps(ready['checks'])}")
-    print(
-        f"""
-Push a lead (function key in x-functions-key, or ?code=…):
-  curl -s -X POST {url}/api/v1/d365/push-lead -H 'x-functions-key: {function_key}' \\
+    token = ""
+    if info is not None:
+        ui.serve(demo_port, lambda: ui.page_config(info, f"{url}/api", demo_origin))
+        requests.post(
+            f"{info['base_url']}/_admin/spa-redirects",
+            json={"uri": f"{demo_origin}/"},
+            timeout=10,
+            verify=info["ca_bundle"],
+        ).raise_for_status()
+        token = api_token(info, OPERATOR_CLIENT_ID, OPERATOR_SECRET, info["ca_bundle"])
+        users = "\n".join(
+            f"  {user['username']:<24} {', '.join(user['roles']) or '(no role)':<26} {user['note']}"
+            for user in info["test_users"]
+        )
+        say(f"Demo page    {demo_origin}/  (its own origin; the API's CORS allows it)")
+        print(
+            f"""
+Open the demo page, sign in as a test user (no password), push a lead and watch its badge:
+  {demo_origin}/
+{users}
+Call the API as a backend would (an operator app's token, roles Leads.Push + Leads.Replay; 1 hour):
+  TOKEN={token}
+  curl -s -X POST {url}/api/v1/d365/push-lead -H "Authorization: Bearer $TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"domain": "acme.example", "company_name": "Acme", "final_score": 82}}'
-Watch it:
-  curl -s '{url}/api/v1/d365/leads/acme.example?code={function_key}'
-Replay the poison queue (ADMIN: the master key only):
-  curl -s -X POST {url}/api/v1/d365/poison/replay -H 'x-functions-key: {master_key}'
+  curl -s {url}/api/v1/d365/leads/acme.example -H "Authorization: Bearer $TOKEN"
+  curl -s -X POST {url}/api/v1/d365/poison/replay -H "Authorization: Bearer $TOKEN"
 Or push a handful and watch them sync:   make demo
 Leads in the simulated Dataverse:        curl -sk {env["HUNTER_D365_BASE_URL"]}/_admin/leads
 Ctrl-C stops everything.
 """,
-        flush=True,
-    )
-    stack_info = {"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "function_key": function_key}
+            flush=True,
+        )
+    else:
+        say("Your own Dataverse: no simulated Entra ID, so no App Service Authentication locally and no demo page")
+    stack_info = {"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "api_token": token}
     if info is not None:  # the simulator runs: `make demo` reads its admin API
         stack_info |= {"simulator_url": info["base_url"], "ca_bundle": info["ca_bundle"]}
     if storage_connection:  # for tools that need Azurite's account key (Storage Explorer, az storage)

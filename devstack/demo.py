@@ -72,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     stack_file = ROOT / ".devstack" / "stack.json"
     stack = json.loads(stack_file.read_text()) if stack_file.exists() else {}
     parser.add_argument("--url", default=stack.get("host_url", "http://127.0.0.1:7071"))
-    parser.add_argument("--key", default=stack.get("function_key", ""), help="function key (x-functions-key)")
+    parser.add_argument(
+        "--token", default=stack.get("api_token", ""), help="bearer token for the API (make run writes one)"
+    )
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
     api = f"{args.url}/api/v1/d365"
     http = requests.Session()
-    http.headers["x-functions-key"] = args.key
+    http.headers["Authorization"] = f"Bearer {args.token}"
     try:
         response = http.post(f"{api}/push-leads", json={"leads": SAMPLES}, timeout=30)
     except requests.ConnectionError:

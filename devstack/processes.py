@@ -147,6 +147,66 @@ def simulator_env(info: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def easy_auth_settings(info: dict[str, Any], cors_origins: list[str]) -> dict[str, str]:
+    """The local host's App Service Authentication and CORS settings for a running simulator: the
+    same `authsettingsV2` properties `infra/app/api.bicep` deploys (issuer, the API's client id,
+    audiences, allowed client applications, Return401, the health routes excluded) and the CORS
+    origins of its `allowedOrigins` parameter."""
+    settings = {
+        "platform": {"enabled": True},
+        "globalValidation": {
+            "requireAuthentication": True,
+            "unauthenticatedClientAction": "Return401",
+            "excludedPaths": ["/api/healthz/live", "/api/healthz/ready"],
+        },
+        "identityProviders": {
+            "azureActiveDirectory": {
+                "enabled": True,
+                "registration": {"openIdIssuer": info["openid_issuer"], "clientId": info["api_client_id"]},
+                "validation": {
+                    "allowedAudiences": [info["api_scope"].rsplit("/", 1)[0]],
+                    "defaultAuthorizationPolicy": {
+                        "allowedApplications": [
+                            info["spa_client_id"],
+                            info["backend_client_id"],
+                            info["operator_client_id"],
+                        ]
+                    },
+                },
+            }
+        },
+        "login": {"tokenStore": {"enabled": False}},
+    }
+    return {
+        "LOCAL_HOST_AUTH_SETTINGS_V2": json.dumps(settings),
+        "LOCAL_HOST_CORS_ALLOWED_ORIGINS": ",".join(cors_origins),
+    }
+
+
+def api_token(info: dict[str, Any], client_id: str, secret: str, verify: str | bool = True) -> str:
+    """A client-credentials token for the API (`api://<api>/.default`) from the simulator's Entra
+    ID, as Hunter's backend gets one: its app roles are in `roles`.
+
+    Raises:
+        requests.HTTPError: the token endpoint refused (unknown client, wrong secret).
+    """
+    import requests
+
+    response = requests.post(
+        f"{info['authority']}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret,
+            "scope": f"{info['api_scope'].rsplit('/', 1)[0]}/.default",
+        },
+        timeout=30,
+        verify=verify,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
 class ProcessGroup:
     """Child processes of the local stack (Azurite, the simulator, hosts), logged to `state_dir`
     and stopped together."""

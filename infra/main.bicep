@@ -166,6 +166,18 @@ param instanceMemoryMB int = 2048
 @description('Origin of the Hunter UI (https://hunter.example.com) allowed by CORS when the browser calls the API directly. Empty: no cross-origin caller.')
 param hunterUiOrigin string = ''
 
+// Who may call (docs/deploy.md "App registrations"): App Service Authentication validates an Entra
+// ID token for the API's app registration on every call but the health probes; the app checks the
+// app roles Leads.Push and Leads.Replay itself.
+@description('Application (client) id of the API\'s app registration (the audience of callers\' tokens).')
+param apiClientId string
+
+@description('Application ID URI of the API\'s app registration. Empty: api://<apiClientId>.')
+param apiIdentifierUri string = ''
+
+@description('Client ids allowed to call the API: the Hunter UI\'s SPA registration, Hunter\'s backend (app registration or managed identity), operators\' tools.')
+param allowedClientApplications array = []
+
 @description('E-mail address that receives the alerts. Empty: the alert rules fire in the portal only.')
 param alertEmail string = ''
 
@@ -307,6 +319,9 @@ module api 'app/api.bicep' = {
     dataverseConcurrencyBudget: dataverseConcurrencyBudget
     instanceMemoryMB: instanceMemoryMB
     hunterUiOrigin: hunterUiOrigin
+    apiClientId: apiClientId
+    apiIdentifierUri: empty(apiIdentifierUri) ? 'api://${apiClientId}' : apiIdentifierUri
+    allowedClientApplications: allowedClientApplications
     d365Enabled: d365Enabled
     d365BaseUrl: d365BaseUrl
     d365AuthMode: d365AuthMode

@@ -2,6 +2,12 @@
 
 Every bad input gets 400 `{error, message, field?}` and nothing is enqueued for it; a body over
 the limit gets 413; a disabled integration answers 503 `{error: "d365_integration_disabled"}`.
+
+Who may call (DESIGN §3): App Service Authentication validates every caller's Entra ID token in
+front of the app, so the API routes are ANONYMOUS to the Functions host (its key check does not
+accept an Entra ID identity: azure-functions-host `AuthUtility.PrincipalHasAuthLevelClaim`), and
+each route checks the caller's app role here (`shared/principal.py`): 401 without a principal, 403
+`{error: "forbidden", message, role}` without the role. The health routes stay open.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from shared.domains import InvalidDomain, normalize_domain
 from shared.ids import is_correlation_id
 from shared.models import InputError, LeadPush, parse_json
 from shared.pipeline import accept, accept_batch, replay_poison
+from shared.principal import PUSH, REPLAY, Refusal, authorize
 from shared.services import get_services
 
 logger = logging.getLogger(__name__)
@@ -108,6 +115,16 @@ def _guard() -> func.HttpResponse | None:
     return None
 
 
+def _refused(req: func.HttpRequest, role: str) -> func.HttpResponse | None:
+    """401/403 unless the caller App Service Authentication vouched for holds `role`."""
+    caller = authorize(req.headers, role)
+    if not isinstance(caller, Refusal):
+        return None
+    logger.info("d365_http_refused", extra={"status": caller.status, "error_code": caller.code, "role": role})
+    body = {"error": caller.code, "message": caller.message, "role": role}
+    return _json(caller.status, body, {"WWW-Authenticate": "Bearer"} if caller.status == 401 else None)
+
+
 def _input_error(exc: InputError) -> func.HttpResponse:
     status = 413 if exc.code == "payload_too_large" else 400
     return _json(status, exc.to_dict())
@@ -126,11 +143,11 @@ def _rejected(exc: InputError, correlation_id: str) -> None:
     )
 
 
-@bp.route(route="v1/d365/push-lead", methods=["POST"])
+@bp.route(route="v1/d365/push-lead", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def push_lead(req: func.HttpRequest) -> func.HttpResponse:
     """Accept one lead: 202 queued (a synced domain too: the worker verifies it in Dynamics),
     400/413 bad input, 503 off."""
-    refused = _guard()
+    refused = _refused(req, PUSH) or _guard()
     if refused:
         return refused
     correlation_id = _correlation_id(req)
@@ -146,10 +163,10 @@ def push_lead(req: func.HttpRequest) -> func.HttpResponse:
     return _json(202, result.to_dict(_status_url(req, lead.domain)), {"x-correlation-id": correlation_id})
 
 
-@bp.route(route="v1/d365/push-leads", methods=["POST"])
+@bp.route(route="v1/d365/push-leads", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def push_leads(req: func.HttpRequest) -> func.HttpResponse:
     """Accept up to 1000 leads: 202 with a per-item `queued` / `skipped` / `rejected` (+ reason)."""
-    refused = _guard()
+    refused = _refused(req, PUSH) or _guard()
     if refused:
         return refused
     correlation_id = _correlation_id(req)
@@ -216,9 +233,12 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
     return _json(202, summary, {"x-correlation-id": correlation_id})
 
 
-@bp.route(route="v1/d365/leads/{domain}", methods=["GET"])
+@bp.route(route="v1/d365/leads/{domain}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def lead_status(req: func.HttpRequest) -> func.HttpResponse:
     """The sync state of one domain; 404 `not_synced` if it was never pushed."""
+    refused = _refused(req, PUSH)
+    if refused:
+        return refused
     try:
         domain = normalize_domain(req.route_params.get("domain", ""))
     except InvalidDomain as exc:
@@ -242,10 +262,10 @@ def lead_status(req: func.HttpRequest) -> func.HttpResponse:
     return _json(200, state.public())
 
 
-@bp.route(route="v1/d365/poison/replay", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="v1/d365/poison/replay", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def replay(req: func.HttpRequest) -> func.HttpResponse:
     """Move poison messages back to the push queue with a fresh attempt count; returns counts."""
-    refused = _guard()
+    refused = _refused(req, REPLAY) or _guard()
     if refused:
         return refused
     try:

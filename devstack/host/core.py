@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devstack.host.easyauth import Cors, EasyAuth
 from devstack.host.framing import BadRequest, read_body
 from devstack.host.http import HttpFrontEnd, HttpRoute, compile_route
 from devstack.host.keys import Keys
@@ -88,7 +89,14 @@ class FunctionHost:
             else:
                 logger.warning("host_unsupported_trigger", extra={"function": name})
         self.keys = Keys.from_settings(names)
-        self.http = HttpFrontEnd(routes, self.keys, self.worker)
+        self.auth = EasyAuth.from_env()
+        if self.auth is not None:
+            # What the platform sets when App Service Authentication is on (azure-functions-host
+            # EnvironmentExtensions.IsEasyAuthEnabled); the app trusts X-MS-CLIENT-PRINCIPAL only then.
+            os.environ["WEBSITE_AUTH_ENABLED"] = "True"
+        else:
+            os.environ.pop("WEBSITE_AUTH_ENABLED", None)
+        self.http = HttpFrontEnd(routes, self.keys, self.worker, self.auth, Cors.from_env())
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadingHTTPServer | None = None
@@ -215,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                 "worker_threads": host.worker.size,
                 "function_timeout_ms": None if host.worker.timeout is None else int(host.worker.timeout * 1000),
                 "keys": host.keys.public(),
+                "authentication": None
+                if host.auth is None
+                else {"issuer": host.auth.issuer, "audiences": host.auth.audiences},
+                "cors": None if host.http.cors is None else host.http.cors.origins,
             }
         ),
         flush=True,

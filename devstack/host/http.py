@@ -12,6 +12,8 @@ Sources (azure-functions-host unless noted):
   nullable dictionaries), header names lower-cased with repeated values joined with ",".
 - Kestrel decodes the request path before routing except `%2F` (ASP.NET Core docs, "Routing":
   "%2F is not decoded"), so a route value keeps `%2F` encoded and cannot match a `/`.
+- In front of all of it, when configured: the platform's CORS, then App Service Authentication
+  (easyauth.py; the order from azure-functions-host issue #7316).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from devstack.host.easyauth import Answer, Cors, EasyAuth, strip_injected
 from devstack.host.keys import HEADER, QUERY, Keys
 from devstack.host.worker import InvocationFailed, Worker
 
@@ -70,15 +73,47 @@ def worker_headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
 class HttpFrontEnd:
     """Routes, authorizes and invokes HTTP triggers."""
 
-    def __init__(self, routes: list[HttpRoute], keys: Keys, worker: Worker) -> None:
+    def __init__(
+        self,
+        routes: list[HttpRoute],
+        keys: Keys,
+        worker: Worker,
+        auth: EasyAuth | None = None,
+        cors: Cors | None = None,
+    ) -> None:
         self.routes = routes
         self.keys = keys
         self.worker = worker
+        self.auth = auth
+        self.cors = cors
 
     def handle(
         self, method: str, raw_path: str, header_pairs: list[tuple[str, str]], body: bytes, base: str
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request → (status, headers, body)."""
+        """One request → (status, headers, body): CORS, App Service Authentication, then the function."""
+        headers = strip_injected(worker_headers(header_pairs))
+        if self.cors is not None:
+            preflight = self.cors.preflight(method, headers)
+            if preflight is not None:
+                return preflight.status, preflight.headers, preflight.body
+        status, out, payload = self._authenticated(method, raw_path, headers, body, base)
+        if self.cors is not None:
+            out = {**out, **self.cors.response_headers(headers)}
+        return status, out, payload
+
+    def _authenticated(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, base: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self.auth is not None:
+            outcome = self.auth.authenticate(decode_path(urlsplit(raw_path).path), headers)
+            if isinstance(outcome, Answer):
+                return outcome.status, outcome.headers, outcome.body
+            headers = {**headers, **outcome}
+        return self._invoke(method, raw_path, headers, body, base)
+
+    def _invoke(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, base: str
+    ) -> tuple[int, dict[str, str], bytes]:
         import azure.functions as func
 
         url = urlsplit(raw_path)
@@ -87,7 +122,6 @@ class HttpFrontEnd:
             match = route.pattern.match(path)
             if not match or (route.methods is not None and method not in route.methods):
                 continue
-            headers = worker_headers(header_pairs)
             key = headers.get(HEADER) or dict(parse_qsl(url.query)).get(QUERY)
             if not self.keys.allows(route.auth_level, key, route.name):
                 return 401, {}, b""

@@ -12,7 +12,12 @@ state only through the methods of `Simulator` (`state.py`):
 
     module       routes (all on https://127.0.0.1:<port>)
     entra        GET  /{tenant}/v2.0/.well-known/openid-configuration     Entra ID discovery
-                 POST /{tenant}/oauth2/v2.0/token                          client credentials
+                 POST /{tenant}/oauth2/v2.0/token                          client credentials (Dataverse, the API)
+    signin       GET|POST /{tenant}/oauth2/v2.0/authorize                  sign-in page of test users → code (PKCE)
+                 POST /{tenant}/oauth2/v2.0/token                          authorization_code, refresh_token (SPA CORS)
+                 GET  /{tenant}/discovery/v2.0/keys                        JWKS (RS256 signing key)
+                 GET  /{tenant}/oauth2/v2.0/logout                         sign-out
+    directory    the app registrations (API with roles, SPA, backend, operator), test users, codes
     identity     GET  /msi/token?api-version=2019-08-01&resource=…          managed identity (X-IDENTITY-HEADER)
     keyvault     GET  /secrets/{name}[/{version}]                          Key Vault (401 challenge first)
     dataverse    *    /api/data/v9.2/…                                     leads, WhoAmI, EntityDefinitions,

@@ -13,6 +13,8 @@ one `Simulator` method; `admin_client.SimulatorAdmin` is its only client.
     POST   /_admin/rotate-secret        {client_id, new_secret, secret_name}: new client secret, also in the vault
     PUT    /_admin/secrets/{name}       {value}: a new version in the vault
     POST   /_admin/tokens/revoke        every issued token answers 401 from now on
+    POST   /_admin/spa-redirects        {uri}: register a single-page-app redirect URI (the sign-in flow)
+    POST   /_admin/refresh-tokens/expire  every refresh token of the sign-in flow is expired
     POST   /_admin/reset                forget everything
 """
 
@@ -65,6 +67,10 @@ def handle(sim: Simulator, request: Request) -> Response:
         )
     if resource == "tokens" and parts[1:] == ["revoke"] and method == "POST":
         return json_response(200, {"revoked": sim.revoke_tokens()})
+    if resource == "spa-redirects" and method == "POST":
+        return json_response(200, {"spa_redirect_uris": sim.directory.add_spa_redirect(str(data["uri"]))})
+    if resource == "refresh-tokens" and parts[1:] == ["expire"] and method == "POST":
+        return json_response(200, {"expired": sim.directory.expire_refresh_tokens()})
     if resource == "rotate-secret" and method == "POST":
         return json_response(
             200, sim.rotate_secret(data.get("client_id"), data.get("new_secret"), data.get("secret_name"))

@@ -129,6 +129,14 @@ class SimulatorAdmin:
         """Make every token issued so far answer 401; returns how many."""
         return int(self._call("POST", "tokens/revoke")["revoked"])
 
+    def add_spa_redirect(self, uri: str) -> list[str]:
+        """Register `uri` as a redirect URI of the single-page app; returns all of them."""
+        return list(self._call("POST", "spa-redirects", {"uri": uri})["spa_redirect_uris"])
+
+    def expire_refresh_tokens(self) -> int:
+        """Expire every refresh token of the sign-in flow; returns how many."""
+        return int(self._call("POST", "refresh-tokens/expire")["expired"])
+
     def reset(self) -> None:
         """Forget leads, faults, limits, counters; restore the initial secret and config."""
         self._call("POST", "reset")

@@ -59,7 +59,7 @@ def _serve(sim: Simulator, request: Request) -> Response:
     name, handler = route(request.method, request.path)
     request_id = request.header("x-ms-client-request-id")
     claims = sim.verify_token(request.header("Authorization"), sim.base_url)
-    if claims is None or not sim.is_app_user(claims.get("appid")):
+    if claims is None or not sim.is_app_user(claims.get("appid") or claims.get("azp")):
         sim.count(name, 401)
         return Response(401, b"", {"WWW-Authenticate": challenge(sim)})
     throttled = sim.admit()

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack.processes import wait_for_signal
-from devstack.simulator import admin, dataverse, entra, identity, keyvault
+from devstack.simulator import admin, dataverse, entra, identity, keyvault, signin
 from devstack.simulator.state import DEFAULT_SECRET, Simulator
 from devstack.simulator.wire import Request, Response, json_response
 
@@ -74,6 +74,12 @@ def route(path: str) -> tuple[str, Handler]:
         return "keyvault", keyvault.get_secret
     if path.endswith("/oauth2/v2.0/token"):
         return "token", entra.token
+    if path.endswith("/oauth2/v2.0/authorize"):
+        return "authorize", signin.authorize
+    if path.endswith("/oauth2/v2.0/logout"):
+        return "logout", signin.logout
+    if path.endswith("/discovery/v2.0/keys"):
+        return "jwks", signin.jwks
     if path.endswith("/.well-known/openid-configuration"):
         return "discovery", entra.discovery
     return "unknown", _not_found
@@ -88,6 +94,8 @@ def dispatch(sim: Simulator, request: Request) -> Response:
     others with their faults (admin routes have none), counted."""
     if request.path.startswith(dataverse.API_PREFIX):
         return dataverse.serve(sim, request)
+    if request.method == "OPTIONS" and request.path.endswith("/oauth2/v2.0/token"):
+        return signin.preflight(sim, request)
     name, handler = route(request.path)
     fault = sim.take_fault(name) if name != "admin" else None
     if fault and fault.latency_ms:
@@ -129,6 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:
         self._dispatch()
 
     def _dispatch(self) -> None:

@@ -4,11 +4,7 @@ shape answers; they change state only through these methods."""
 
 from __future__ import annotations
 
-import base64
 import collections
-import hashlib
-import hmac
-import json
 import os
 import secrets
 import threading
@@ -20,6 +16,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import jwt
+
+from devstack.simulator.directory import (
+    API_CLIENT_ID,
+    API_IDENTIFIER_URI,
+    API_SCOPE,
+    BACKEND_CLIENT_ID,
+    BACKEND_SECRET,
+    OPERATOR_CLIENT_ID,
+    OPERATOR_SECRET,
+    SPA_CLIENT_ID,
+    TEST_USERS,
+    Directory,
+)
 from devstack.simulator.leads import KEY_COLUMN, LEAD_COLUMNS
 
 DEFAULT_TENANT = "7d1f2c3a-0b4e-4c59-9a6d-2f1e3b4c5d6e"
@@ -39,10 +49,6 @@ def now() -> float:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass
@@ -102,7 +108,9 @@ class Simulator:
         self.identity_header = identity_header
         self.secret_name = secret_name
         self._lock = threading.RLock()
-        self._signing_key = secrets.token_bytes(32)
+        # The tenant's directory: app registrations, test users, the RS256 signing key (published
+        # as JWKS), and the codes and refresh tokens of the sign-in flow (directory.py).
+        self.directory = Directory(tenant_id)
         self._initial_secret = client_secret
         self._stop: Callable[[], None] | None = None
         self.ca_path = self.state_dir / "sim-ca.pem"
@@ -117,7 +125,11 @@ class Simulator:
         """Forget leads, faults, limits, counters; restore the initial secret and config."""
         with self._lock:
             self._leads: dict[str, dict[str, Any]] = {}
-            self._client_secrets: dict[str, list[str]] = {self.client_id: [self._initial_secret]}
+            self._client_secrets: dict[str, list[str]] = {
+                self.client_id: [self._initial_secret],
+                BACKEND_CLIENT_ID: [BACKEND_SECRET],
+                OPERATOR_CLIENT_ID: [OPERATOR_SECRET],
+            }
             self._app_users = {self.client_id, self.mi_client_id}
             self._vault: dict[str, list[tuple[str, str]]] = {
                 self.secret_name: [(uuid.uuid4().hex, self._initial_secret)]
@@ -159,6 +171,17 @@ class Simulator:
             "storage_cert": str(self.storage_cert_path.resolve()),
             "storage_key": str(self.storage_key_path.resolve()),
             "admin_url": f"{self.base_url}/_admin",
+            # The Hunter UI path's registrations (directory.py): the API, its SPA, Hunter's backend.
+            "authority": f"{self.base_url}/{self.tenant_id}",
+            "openid_issuer": self.issuer("2.0"),
+            "api_client_id": API_CLIENT_ID,
+            "api_scope": f"{API_IDENTIFIER_URI}/{API_SCOPE}",
+            "spa_client_id": SPA_CLIENT_ID,
+            "backend_client_id": BACKEND_CLIENT_ID,
+            "operator_client_id": OPERATOR_CLIENT_ID,
+            "test_users": [
+                {"username": u.username, "name": u.name, "roles": list(u.roles), "note": u.note} for u in TEST_USERS
+            ],
             "pid": os.getpid(),
         }
 
@@ -236,23 +259,25 @@ class Simulator:
         with self._lock:
             return appid in self._app_users
 
-    def issue_token(self, audience: str, appid: str, version: str = "2.0") -> tuple[str, int]:
-        """A signed JWT for `audience`; returns (token, expires_on epoch).
+    def issue_token(
+        self,
+        audience: str,
+        appid: str,
+        version: str = "2.0",
+        extra: dict[str, Any] | None = None,
+        lifetime: int | None = None,
+    ) -> tuple[str, int]:
+        """A signed JWT (RS256, the key in the JWKS document) for `audience`; returns (token, expires_on epoch).
 
         `version` "1.0" gives the issuer of Entra ID's v1.0 access tokens, `https://sts.windows.net/{tenant}/`
         (Microsoft Learn, "Access tokens in the Microsoft identity platform": `iss` and `ver` claims),
-        which is what the managed-identity endpoint hands out; "2.0" the simulator's own v2.0 issuer."""
+        which is what the managed-identity endpoint hands out; "2.0" the simulator's own v2.0 issuer.
+        `extra` claims (`roles`, `scp`, `azp`, user claims…) are added as given."""
         issued = int(now())
-        expires = issued + int(self.token_lifetime)
-        header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        issuer = (
-            f"https://sts.windows.net/{self.tenant_id}/"
-            if version == "1.0"
-            else f"{self.base_url}/{self.tenant_id}/v2.0"
-        )
-        claims = {
+        expires = issued + int(self.token_lifetime if lifetime is None else lifetime)
+        claims: dict[str, Any] = {
             "aud": audience.rstrip("/"),
-            "iss": issuer,
+            "iss": self.issuer(version),
             "ver": version,
             "iat": issued,
             "nbf": issued,
@@ -264,23 +289,44 @@ class Simulator:
             # revoke tokens it has issued (see `revoke_tokens`).
             "uti": secrets.token_urlsafe(16),
         }
+        if "idtyp" in (extra or {}):
+            claims["sub"] = claims["oid"]  # an app token's subject is the client's service principal
+        if version == "2.0":
+            # v2.0 tokens name the client in `azp`, not `appid` (Microsoft Learn, access token claims).
+            claims["azp"] = claims.pop("appid")
+        claims.update(extra or {})
         with self._lock:
             self._issued_tokens.add(str(claims["uti"]))
-        payload = _b64(json.dumps(claims).encode())
-        signature = hmac.new(self._signing_key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-        return f"{header}.{payload}.{_b64(signature)}", expires
+        return self.directory.sign(claims), expires
+
+    def api_app_token(self, client_id: str, lifetime: int | None = None) -> tuple[str, int]:
+        """A client-credentials token for the API (`api://<api>/.default`): v2.0, `aud` the API's
+        client id, `roles` the application roles granted to `client_id` (none: no claim)."""
+        extra: dict[str, Any] = {"idtyp": "app", "azpacr": "1"}
+        if self.directory.app_roles.get(client_id):
+            extra["roles"] = list(self.directory.app_roles[client_id])
+        return self.issue_token(API_CLIENT_ID, client_id, extra=extra, lifetime=lifetime)
+
+    def issuer(self, version: str = "2.0") -> str:
+        """The `iss` of the tokens of `version`: v1.0 `https://sts.windows.net/{tenant}/`, v2.0
+        `{authority}/{tenant}/v2.0` (the discovery document's `issuer`)."""
+        if version == "1.0":
+            return f"https://sts.windows.net/{self.tenant_id}/"
+        return f"{self.base_url}/{self.tenant_id}/v2.0"
 
     def verify_token(self, authorization: str | None, audience: str) -> dict[str, Any] | None:
         """The token's claims if `authorization` holds a valid, unexpired token for `audience`."""
         if not authorization or not authorization.startswith("Bearer "):
             return None
-        parts = authorization[7:].strip().split(".")
-        if len(parts) != 3:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                authorization[7:].strip(),
+                self.directory.public_key(),
+                algorithms=["RS256"],
+                options={"verify_aud": False, "verify_iat": False, "verify_nbf": False},
+            )
+        except jwt.PyJWTError:
             return None
-        expected = hmac.new(self._signing_key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(_b64(expected), parts[2]):
-            return None
-        claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
         if claims.get("exp", 0) <= now() or claims.get("aud") != audience.rstrip("/"):
             return None
         with self._lock:
@@ -336,10 +382,13 @@ class Simulator:
             return [asdict(fault) for fault in self._faults]
 
     def take_fault(self, route: str) -> Fault | None:
-        """The first matching fault (its count is used up), or None."""
+        """The first matching fault (its count is used up), or None. "*" does not reach the
+        sign-in provider's routes (discovery, JWKS, authorize, logout): a Dataverse storm must not
+        make the local App Service Authentication refuse every caller; name them to fault them."""
+        wildcard = route not in ("discovery", "jwks", "authorize", "logout")
         with self._lock:
             for fault in self._faults:
-                if fault.route in (route, "*") and fault.times != 0:
+                if (fault.route == route or (wildcard and fault.route == "*")) and fault.times != 0:
                     if fault.times > 0:
                         fault.times -= 1
                     return fault

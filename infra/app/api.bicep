@@ -39,7 +39,17 @@ param dataverseConcurrencyBudget int = 44
 ])
 param instanceMemoryMB int = 2048
 
+@description('The Hunter UI\'s origin: the only one CORS allows (empty: none).')
 param hunterUiOrigin string = ''
+
+@description('Application (client) id of the API\'s app registration.')
+param apiClientId string
+
+@description('Application ID URI of the API (api://...): an accepted token audience beside the client id.')
+param apiIdentifierUri string
+
+@description('Client ids whose tokens App Service Authentication accepts (empty: any client in the tenant).')
+param allowedClientApplications array = []
 
 param d365Enabled bool = false
 param d365BaseUrl string
@@ -159,8 +169,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:Hunter calls the API over the internet with function keys (admin key for replay); private access needs VNet integration on both sides (docs/deploy.md, hardening)
-  // checkov:skip=CKV_AZURE_17:callers authenticate with function keys; client certificates would have to be issued to every caller and break the anonymous health probes
+  // checkov:skip=CKV_AZURE_222:Hunter's browser UI and backend call the API over the internet with Entra ID tokens (App Service Authentication below); private access needs VNet integration on both sides (docs/deploy.md, hardening)
+  // checkov:skip=CKV_AZURE_17:callers authenticate with Entra ID tokens; client certificates would have to be issued to every caller and break the anonymous health probes
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero on demand; an always-ready instance would run outside maximumInstanceCount and so outside the Dataverse budget; queued work waits
   // checkov:skip=CKV_AZURE_213:App Service health check is for dedicated instances; Flex Consumption replaces instances itself; /api/healthz/ready is checked after each deploy (docs/deploy.md)
   // checkov:skip=CKV_AZURE_78:Flex Consumption has no FTP and lists siteConfig.ftpsState as deprecated; FTP and SCM basic-auth publishing are switched off below (basicPublishingCredentialsPolicies)
@@ -245,7 +255,7 @@ resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
 // Microsoft.Web/sites/config as if it were the site configuration (logging, auth, .NET version,
 // network access) and flags properties this dictionary cannot have; each such skip says so.
 resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_13:misread - this is the appsettings dictionary; authentication is a function key per caller (docs/deploy.md)
+  // checkov:skip=CKV_AZURE_13:misread - this is the appsettings dictionary; authentication is the authsettingsV2 resource below
   // checkov:skip=CKV_AZURE_63:misread - HTTP logging is a site property; requests are traced in Application Insights
   // checkov:skip=CKV_AZURE_65:misread - detailed error pages are a site property of IIS-hosted apps; this is a Linux Python app
   // checkov:skip=CKV_AZURE_66:misread - failed request tracing is an IIS feature; failures are traced in Application Insights
@@ -255,6 +265,63 @@ resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
   properties: appSettings
+}
+
+// App Service Authentication ("Easy Auth", Microsoft Learn "Configure Microsoft Entra authentication",
+// ARM reference Microsoft.Web/sites/config 'authsettingsV2'): bearer tokens for the API's app
+// registration are validated by the platform (v2.0 issuer of this tenant, the API's client id and
+// identifier URI as audiences, only the listed client applications); a call without a valid token
+// gets 401, never a redirect; the health probes stay open. The platform then adds
+// X-MS-CLIENT-PRINCIPAL, from which the app reads the caller's app roles (shared/principal.py).
+// The local host reads the same object (devstack.processes.easy_auth_settings, devstack/host/easyauth.py).
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13:misread - this resource is App Service Authentication itself (authsettingsV2, platform.enabled); the check reads only the v1 siteAuthEnabled
+  // checkov:skip=CKV_AZURE_63:misread - HTTP logging is a site property; requests are traced in Application Insights
+  // checkov:skip=CKV_AZURE_65:misread - detailed error pages are a site property of IIS-hosted apps; this is a Linux Python app
+  // checkov:skip=CKV_AZURE_66:misread - failed request tracing is an IIS feature; failures are traced in Application Insights
+  // checkov:skip=CKV_AZURE_80:misread - .NET Framework version; this is a Python 3.11 app
+  // checkov:skip=CKV_AZURE_88:misread - Azure Files content share; Flex Consumption deploys from a blob container
+  // checkov:skip=CKV_AZURE_222:misread - network access is a site property; see the site resource for why it stays public
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/api/healthz/live'
+        '/api/healthz/ready'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+          clientId: apiClientId
+        }
+        validation: {
+          allowedAudiences: [
+            apiIdentifierUri
+          ]
+          defaultAuthorizationPolicy: {
+            allowedApplications: allowedClientApplications
+          }
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
 }
 
 output name string = site.name

@@ -1,8 +1,10 @@
 """The end-to-end stack: the local Functions host (a real child process) on Azurite and the
 simulator. Each test starts its own host with its own queue and table names and any settings it
-needs; the host's log lines are kept so tests can assert on events. Function keys are enforced as
-in Azure: `Stack.http` sends the host function key on every call, `Stack.master_headers` carries
-the master key for ADMIN functions (the poison replay)."""
+needs; the host's log lines are kept so tests can assert on events. The host plays App Service
+Authentication as Bicep configures it (`devstack.processes.easy_auth_settings`): `Stack.http`
+sends a bearer token of Hunter's backend (client credentials, app role Leads.Push) on every call,
+`Stack.replay_headers` one of the operator app (Leads.Replay). Tokens are minted by the simulator
+in-process, so they add nothing to its request counters."""
 
 from __future__ import annotations
 
@@ -24,9 +26,28 @@ from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from devstack.processes import free_port
+from devstack.processes import easy_auth_settings, free_port
 from devstack.simulator import DEFAULT_SECRET, Simulator, SimulatorAdmin
+from devstack.simulator.directory import BACKEND_CLIENT_ID, OPERATOR_CLIENT_ID
 from tests.conftest import ROOT, Azurite
+
+DEMO_ORIGIN = "http://localhost:7180"
+
+
+class AppToken(requests.auth.AuthBase):
+    """`Authorization: Bearer` with a new client-credentials token of `client_id` for the API on
+    every request (one RS256 signature; immune to tests that shorten token lifetimes)."""
+
+    def __init__(self, sim: Simulator, client_id: str) -> None:
+        self.sim = sim
+        self.client_id = client_id
+
+    def token(self) -> str:
+        return self.sim.api_app_token(self.client_id, lifetime=3599)[0]
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        return request
 
 
 class Stack:
@@ -44,12 +65,11 @@ class Stack:
         self.raw_logs: list[str] = []
         self.responses: list[str] = []
         self.process: subprocess.Popen[str] | None = None
-        self.function_key = env["LOCAL_HOST_FUNCTION_KEY"]
-        self.master_key = env["LOCAL_HOST_MASTER_KEY"]
-        self.master_headers = {"x-functions-key": self.master_key}
-        # Every call through the helper carries the host function key, as Hunter's callers will.
+        # Every call through the helper carries a fresh token of Hunter's backend, as it will in Azure.
         self.http = requests.Session()
-        self.http.headers["x-functions-key"] = self.function_key
+        self.app_auth = AppToken(sim, BACKEND_CLIENT_ID)
+        self.http.auth = self.app_auth
+        self.replay_auth = AppToken(sim, OPERATOR_CLIENT_ID)
 
     def start(self) -> Stack:
         self.process = subprocess.Popen(
@@ -115,7 +135,7 @@ class Stack:
         return response
 
     def replay(self) -> requests.Response:
-        response = requests.post(f"{self.url}/api/v1/d365/poison/replay", headers=self.master_headers, timeout=60)
+        response = requests.post(f"{self.url}/api/v1/d365/poison/replay", auth=self.replay_auth, timeout=60)
         self.responses.append(response.text)
         return response
 
@@ -173,7 +193,11 @@ class Stack:
 
 
 def base_env(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUNTER_", "AzureWebJobs", "IDENTITY_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HUNTER_", "AzureWebJobs", "IDENTITY_", "WEBSITE_AUTH", "LOCAL_HOST_"))
+    }
     env.update(names)
     env.update(
         {
@@ -202,6 +226,9 @@ def base_env(sim: Simulator, azurite: Azurite, names: dict[str, str]) -> dict[st
             "PYTHONPATH": str(ROOT),
             "LOCAL_HOST_MASTER_KEY": "local-master-" + token_urlsafe(16),
             "LOCAL_HOST_FUNCTION_KEY": "local-function-" + token_urlsafe(16),
+            # App Service Authentication and CORS as Bicep configures them; the allowed origin is
+            # the browser tests' demo page (tests/browser), other origins are refused.
+            **easy_auth_settings(sim.info(), [DEMO_ORIGIN]),
         }
     )
     return env

@@ -1,4 +1,5 @@
-"""The app on the local host: the rows of docs/local-host.md that the app can notice."""
+"""The app on the local host: the rows of docs/local-host.md that the app can notice, App Service
+Authentication and CORS among them."""
 
 from __future__ import annotations
 
@@ -8,28 +9,93 @@ from collections.abc import Callable
 
 import requests
 
-from tests.e2e.conftest import Stack
+from devstack.simulator import Simulator
+from devstack.simulator.directory import API_CLIENT_ID, BACKEND_CLIENT_ID, SPA_CLIENT_ID
+from tests.e2e.conftest import DEMO_ORIGIN, Stack
 
 
-def test_push_without_a_key_is_401(start_stack: Callable[..., Stack]) -> None:
+def _principal(roles: list[str]) -> str:
+    claims = [{"typ": "roles", "val": role} for role in roles]
+    return base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims}).encode()).decode()
+
+
+def test_push_without_a_valid_token_is_401_from_the_platform(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    response = requests.post(f"{stack.url}/api/v1/d365/push-lead", json={"domain": "nokey.example"}, timeout=30)
+    url = f"{stack.url}/api/v1/d365/push-lead"
+    response = requests.post(url, json={"domain": "notoken.example"}, timeout=30)
     assert response.status_code == 401 and response.content == b""
-    wrong = requests.get(
-        f"{stack.url}/api/v1/d365/leads/nokey.example", headers={"x-functions-key": "guess"}, timeout=30
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    stranger = Simulator(state_dir=stack.sim.state_dir / "stranger")  # its own signing key, never started
+    forged, _ = stranger.issue_token(API_CLIENT_ID, BACKEND_CLIENT_ID, extra={"roles": ["Leads.Push"]})
+    expired, _ = stack.sim.issue_token(API_CLIENT_ID, BACKEND_CLIENT_ID, extra={"roles": ["Leads.Push"]}, lifetime=-600)
+    other_audience, _ = stack.sim.issue_token("api://someone-else", BACKEND_CLIENT_ID, extra={"roles": ["Leads.Push"]})
+    for token in (forged, expired, other_audience, "not-a-jwt"):
+        refused = requests.post(
+            url, json={"domain": "notoken.example"}, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert refused.status_code == 401, token[:20]
+    # A principal header from outside is removed by the platform: alone it authenticates nobody.
+    sneaky = requests.post(
+        url,
+        json={"domain": "notoken.example"},
+        headers={"X-MS-CLIENT-PRINCIPAL": _principal(["Leads.Push"])},
+        timeout=30,
     )
-    assert wrong.status_code == 401
+    assert sneaky.status_code == 401
     assert stack.queue_length(stack.queue_name) == 0
-    by_query = requests.get(f"{stack.url}/api/v1/d365/leads/nokey.example?code={stack.function_key}", timeout=30)
-    assert by_query.status_code == 404 and by_query.json()["status"] == "not_synced"
+    assert stack.events("host_auth_token_refused")
 
 
-def test_replay_refuses_a_function_key_and_takes_the_master_key(start_stack: Callable[..., Stack]) -> None:
+def test_a_caller_without_the_role_gets_403_naming_it(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack()
-    refused = stack.http.post(f"{stack.url}/api/v1/d365/poison/replay", timeout=30)
-    assert refused.status_code == 401
-    allowed = stack.http.post(f"{stack.url}/api/v1/d365/poison/replay", headers=stack.master_headers, timeout=30)
+    viewer, _ = stack.sim.issue_token(
+        API_CLIENT_ID, SPA_CLIENT_ID, extra={"scp": "access_as_user", "preferred_username": "viewer@hunter.example"}
+    )
+    response = requests.post(
+        f"{stack.url}/api/v1/d365/push-lead",
+        json={"domain": "norole.example"},
+        headers={"Authorization": f"Bearer {viewer}"},
+        timeout=30,
+    )
+    assert response.status_code == 403
+    body = response.json()
+    assert body["error"] == "forbidden" and body["role"] == "Leads.Push" and "viewer@hunter.example" in body["message"]
+    assert stack.queue_length(stack.queue_name) == 0
+    assert stack.http.get(f"{stack.url}/api/v1/d365/leads/norole.example", timeout=30).status_code == 404
+
+
+def test_replay_takes_the_replay_role_only_and_ignores_a_forged_principal(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    url = f"{stack.url}/api/v1/d365/poison/replay"
+    refused = stack.http.post(url, headers={"X-MS-CLIENT-PRINCIPAL": _principal(["Leads.Replay"])}, timeout=30)
+    assert refused.status_code == 403 and refused.json()["role"] == "Leads.Replay"
+    allowed = requests.post(url, auth=stack.replay_auth, timeout=30)
     assert allowed.status_code == 200 and allowed.json() == {"replayed": 0, "invalid": 0}
+
+
+def test_a_client_outside_allowed_applications_is_403_from_the_platform(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    outsider, _ = stack.sim.issue_token(
+        API_CLIENT_ID, "0f0f0f0f-0000-4000-8000-000000000000", extra={"roles": ["Leads.Push"]}
+    )
+    response = requests.get(
+        f"{stack.url}/api/v1/d365/leads/x.example", headers={"Authorization": f"Bearer {outsider}"}, timeout=30
+    )
+    assert response.status_code == 403 and b"permission" in response.content
+
+
+def test_cors_allows_the_configured_origin_only(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    url = f"{stack.url}/api/v1/d365/push-lead"
+    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    allowed = requests.options(url, headers={"Origin": DEMO_ORIGIN, **ask}, timeout=10)
+    assert allowed.status_code == 204 and allowed.headers["Access-Control-Allow-Origin"] == DEMO_ORIGIN
+    assert "authorization" in allowed.headers["Access-Control-Allow-Headers"]
+    other = requests.options(url, headers={"Origin": "https://evil.example", **ask}, timeout=10)
+    assert other.status_code == 204 and "Access-Control-Allow-Origin" not in other.headers
+    # The platform's 401 still carries the CORS answer, so the page can tell "sign in" from a network error.
+    unauthenticated = requests.post(url, json={}, headers={"Origin": DEMO_ORIGIN}, timeout=10)
+    assert unauthenticated.status_code == 401 and unauthenticated.headers["Access-Control-Allow-Origin"] == DEMO_ORIGIN
 
 
 def test_health_probes_stay_anonymous_and_wrong_methods_are_404(start_stack: Callable[..., Stack]) -> None:
@@ -88,7 +154,7 @@ def test_a_chunked_body_is_read_and_a_negative_length_is_400(start_stack: Callab
     stack = start_stack()
     lead = json.dumps({"domain": "chunked-body.example"}).encode()
     head = (
-        f"POST /api/v1/d365/push-lead HTTP/1.1\r\nHost: 127.0.0.1\r\nx-functions-key: {stack.function_key}\r\n"
+        f"POST /api/v1/d365/push-lead HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {stack.app_auth.token()}\r\n"
         "Content-Type: application/json\r\nConnection: close\r\n"
     ).encode()
     chunked = head + b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(lead) + lead + b"\r\n0\r\n\r\n"

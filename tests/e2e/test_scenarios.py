@@ -124,9 +124,7 @@ def test_d1_wrong_secret_errors_then_replays_after_the_fix(start_stack: Callable
     assert "wrong-secret-value" not in "".join(stack.raw_logs) + "".join(stack.peek(poison))
     stack.stop()
     fixed = start_stack()  # the operator fixes the secret (a new deployment of the setting)
-    replayed = fixed.http.post(
-        f"{fixed.url}/api/v1/d365/poison/replay", headers=fixed.master_headers, timeout=30
-    ).json()
+    replayed = fixed.http.post(f"{fixed.url}/api/v1/d365/poison/replay", auth=fixed.replay_auth, timeout=30).json()
     assert replayed == {"replayed": 1, "invalid": 0}
     state = fixed.wait_status("acme-e2e.com", "synced")
     assert state["last_outcome"] == "created" and len(fixed.admin.leads()) == 1

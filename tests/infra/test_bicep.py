@@ -445,8 +445,40 @@ def test_no_setting_holds_a_secret_or_a_flex_deprecated_name() -> None:
         "properties",
         "ConnectionString",
     ]
-    config = body(the_resource("app/api.bicep", "Microsoft.Web/sites/config"))
+    config = body(resources("app/api.bicep", "Microsoft.Web/sites/config")["settings"])
     assert (config["parent"], config["name"], config["properties"]) == ("site", "appsettings", "appSettings")
+
+
+def test_app_service_authentication_matches_the_local_host_and_the_anonymous_routes() -> None:
+    """authsettingsV2 in Bicep and the local host's copy (devstack.processes.easy_auth_settings)
+    agree on every literal, and the excluded paths are exactly the app's ANONYMOUS routes."""
+    from devstack.processes import easy_auth_settings
+
+    config = body(resources("app/api.bicep", "Microsoft.Web/sites/config")["authSettings"])
+    assert config["name"] == "authsettingsV2"
+    deployed = config["properties"]
+    info = {
+        "openid_issuer": "issuer",
+        "api_client_id": "client",
+        "api_scope": "api://client/access_as_user",
+        "spa_client_id": "spa",
+        "backend_client_id": "backend",
+        "operator_client_id": "operator",
+    }
+    local = json.loads(easy_auth_settings(info, [])["LOCAL_HOST_AUTH_SETTINGS_V2"])
+    assert deployed["platform"] == local["platform"]
+    assert deployed["globalValidation"] == local["globalValidation"]
+    assert deployed["login"] == local["login"]
+    aad = deployed["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"] is True and set(aad["validation"]) == set(
+        local["identityProviders"]["azureActiveDirectory"]["validation"]
+    )
+    assert aad["registration"]["openIdIssuer"].endswith("/v2.0")  # v2.0 tokens (the API's manifest)
+    anonymous = re.findall(
+        r'route="([^"]+)"[^)]*auth_level=func\.AuthLevel\.ANONYMOUS\)\ndef (?:live|ready)',
+        (SHARED / "http_api.py").read_text(encoding="utf-8"),
+    )
+    assert sorted(deployed["globalValidation"]["excludedPaths"]) == sorted(f"/api/{route}" for route in anonymous)
 
 
 def test_secret_name_and_auth_modes_match_the_code() -> None:
