@@ -138,6 +138,8 @@ class Consumer:
         self._queues = queues
         self._connector = connector
         self._connection: psycopg.Connection[Any] | None = None
+        # What `run` has done so far (read it from another thread for a health or metrics endpoint).
+        self.totals = Counts()
 
     @property
     def queues(self) -> tuple[Queue, Queue]:
@@ -269,7 +271,6 @@ class Consumer:
         Failures of the database or storage are logged (`hunter_results_failed`) and retried with
         the same backoff; nothing is lost, since no message is deleted before its row is committed.
         """
-        total = Counts()
         wait = 0.0
         s = self.settings
         while not stop.is_set():
@@ -283,7 +284,7 @@ class Consumer:
                     extra={"error_code": type(exc).__name__, "retry_in_seconds": wait},
                 )
             else:
-                total.add(counts)
+                self.totals.add(counts)
                 if counts.received == s.batch_size:  # a full batch: more is likely waiting
                     wait = 0.0
                 elif counts.received:  # drained: look again soon, the backoff starts over
@@ -295,7 +296,7 @@ class Consumer:
                     on_idle(wait)
                 stop.wait(wait)
         self.close()
-        return total
+        return self.totals
 
 
 def drain(settings: ConsumerSettings | None = None, max_messages: int | None = None) -> Counts:

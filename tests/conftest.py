@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.hunter_db import create_companies
+from devstack.postgres import LocalPostgres
 from devstack.processes import (
     AZURITE_BINARY,
     AzuriteTls,
@@ -27,8 +29,6 @@ from devstack.processes import (
     identity_storage_settings,
     wait_for_port,
 )
-from devstack.hunter_db import create_companies
-from devstack.postgres import LocalPostgres
 from devstack.simulator import Simulator, SimulatorAdmin
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,7 +45,10 @@ def env(azurite: Azurite, hunter_db: str, names: dict[str, str]) -> dict[str, st
 def queue(azurite: Azurite, name: str, encoded: bool = True) -> QueueClient:
     options: dict[str, Any] = {"api_version": "2021-12-02"}
     if encoded:
-        options |= {"message_encode_policy": TextBase64EncodePolicy(), "message_decode_policy": TextBase64DecodePolicy()}
+        options |= {
+            "message_encode_policy": TextBase64EncodePolicy(),
+            "message_decode_policy": TextBase64DecodePolicy(),
+        }
     else:
         options |= {"message_encode_policy": None, "message_decode_policy": None}
     client = QueueClient.from_connection_string(azurite.connection_string, name, **options)
@@ -244,7 +247,11 @@ def test_two_consumers_at_once_end_with_the_newest_outcome_of_every_domain(
     assert sum(counts.received for counts in results) == 32
     assert sum(counts.applied for counts in results) >= 4
     for index, domain in enumerate(domains):
-        assert seed_select(url, domain) == (f"00000007-0000-4000-8000-{index:012d}", "synced", T0 + timedelta(seconds=7))
+        assert seed_select(url, domain) == (
+            f"00000007-0000-4000-8000-{index:012d}",
+            "synced",
+            T0 + timedelta(seconds=7),
+        )
 
 
 def test_by_managed_identity_as_in_azure(

@@ -186,7 +186,9 @@ def test_the_loop_backs_off_while_idle_or_failing_and_drains_at_once_while_busy(
 
     stop = threading.Event()
     waits: list[float] = []
-    consumer = IdleConsumer([0, 0, 0, 4, 2, 0, psycopg.OperationalError("down"), psycopg.OperationalError("down")], stop)
+    consumer = IdleConsumer(
+        [0, 0, 0, 4, 2, 0, psycopg.OperationalError("down"), psycopg.OperationalError("down")], stop
+    )
     consumer.settings = ConsumerSettings.from_env(
         {**ENV, "HUNTER_RESULTS_BATCH_SIZE": "4", "HUNTER_RESULTS_POLL_MIN_SECONDS": "0.01"}
         | {"HUNTER_RESULTS_POLL_MAX_SECONDS": "0.03"}
