@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 COMPANIES_DDL = """
-CREATE TABLE companies (
+CREATE TABLE IF NOT EXISTS companies (
     id                bigserial PRIMARY KEY,
     domain            varchar(255) NOT NULL UNIQUE,
     name              varchar(255),
@@ -35,18 +35,18 @@ SEED_ORPHAN_UPDATE = (
 )
 
 
-def create_companies(url: str, domains: list[str] | tuple[str, ...] = ()) -> None:
-    """Create the `companies` table in the database at `url`, with a `not_synced` row per domain."""
+def create_companies(url: str) -> None:
+    """Create the `companies` table in the database at `url` (kept if it exists)."""
     with psycopg.connect(url) as connection:
         connection.execute(COMPANIES_DDL)
-        for domain in domains:
-            connection.execute("INSERT INTO companies (domain, name) VALUES (%s, %s)", (domain, domain))
 
 
 def add_company(url: str, domain: str) -> None:
-    """One more `not_synced` row."""
+    """A `not_synced` row for `domain` (nothing if Hunter has it already)."""
     with psycopg.connect(url) as connection:
-        connection.execute("INSERT INTO companies (domain, name) VALUES (%s, %s)", (domain, domain))
+        connection.execute(
+            "INSERT INTO companies (domain, name) VALUES (%s, %s) ON CONFLICT (domain) DO NOTHING", (domain, domain)
+        )
 
 
 def seed_select(url: str, domain: str) -> tuple[str | None, str, datetime | None] | None:

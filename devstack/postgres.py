@@ -7,8 +7,9 @@ installs them like any other test dependency. Only its binaries are used: its ow
 run as root, adds a system user with `useradd` and widens the permissions of every directory from
 the data directory up to `/`, which a test suite has no business doing. Here:
 
-- `initdb` makes a throwaway cluster (trust authentication on loopback only, `--no-sync`), and the
-  server listens on a free 127.0.0.1 port with `fsync=off`: the data is a test's, durability is not;
+- `initdb` makes a cluster (trust authentication, `--no-sync`), throwaway unless a directory to
+  keep it in is given (`make demo` keeps Hunter's database in `.devstack/`), and the server listens
+  on a free 127.0.0.1 port only (no Unix socket) with `fsync=off`: the data is a test's, not precious;
 - as root (CI runs `make test` as root; PostgreSQL refuses to: "cannot be run as root") both run
   as the existing unprivileged user `nobody`, the data directory is handed to it, and when the
   virtualenv's path is not readable by others (a clone under /root) the binaries are first copied,
@@ -105,10 +106,17 @@ def _die_with_parent() -> None:
 class LocalPostgres:
     """One PostgreSQL server on 127.0.0.1 with a throwaway data directory; `stop` removes it."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, keep_in: Path | None = None) -> None:
+        """`keep_in`: a directory whose cluster outlives this server (created on first use, reused
+        after); by default a throwaway directory under the system temp directory."""
         self.port = port or free_port()
         self.user = pwd.getpwnam(UNPRIVILEGED_USER) if os.geteuid() == 0 else None
-        self.root = Path(tempfile.mkdtemp(prefix="hunter-postgres-"))
+        self.keep = keep_in is not None
+        if keep_in is not None:
+            keep_in.mkdir(parents=True, exist_ok=True)
+            self.root = keep_in.resolve()
+        else:
+            self.root = Path(tempfile.mkdtemp(prefix="hunter-postgres-"))
         self.data = self.root / "data"
         self.log_path = self.root / "postgres.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -126,25 +134,18 @@ class LocalPostgres:
         """
         binaries = _binaries_for(self.user)
         if self.user is not None:
+            if not _readable_by_others(self.root.parent):
+                raise PostgresUnavailable(f"{self.root.parent} is not reachable by the user {UNPRIVILEGED_USER}")
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
         env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
-        initdb = subprocess.run(
-            [
-                *(str(binaries / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"),
-                *("--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"),
-            ],
-            capture_output=True,
-            env=env,
-            check=False,
-            **self._run_as(),
-        )
-        if initdb.returncode != 0:
-            raise PostgresUnavailable(f"initdb failed: {initdb.stderr.decode(errors='replace')[-2000:]}")
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb(binaries, env)
+        # TCP on loopback only; no Unix socket, so no socket-path length or permission to worry about.
         command = [str(binaries / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port)]
-        command += ["-k", str(self.root)]
+        command += ["-c", "unix_socket_directories="]
         for option in SERVER_OPTIONS:
             command += ["-c", option]
-        with self.log_path.open("wb") as log:
+        with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
                 stdout=log,
@@ -158,6 +159,20 @@ class LocalPostgres:
             )
         self._wait_ready(timeout)
         return self
+
+    def _initdb(self, binaries: Path, env: dict[str, str]) -> None:
+        initdb = subprocess.run(
+            [
+                *(str(binaries / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"),
+                *("--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions"),
+            ],
+            capture_output=True,
+            env=env,
+            check=False,
+            **self._run_as(),
+        )
+        if initdb.returncode != 0:
+            raise PostgresUnavailable(f"initdb failed: {initdb.stderr.decode(errors='replace')[-2000:]}")
 
     def _wait_ready(self, timeout: float) -> None:
         import psycopg
@@ -188,17 +203,18 @@ class LocalPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str | None = None) -> str:
-        """A new empty database (a fresh name unless given); returns its URI."""
+        """A new empty database (a fresh name unless given; a named one is kept if it exists); its URI."""
         import psycopg
         from psycopg import sql
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as connection:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT: roll back open transactions), then remove the data directory."""
+        """Fast shutdown (SIGINT: roll back open transactions), then remove a throwaway data directory."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -206,7 +222,8 @@ class LocalPostgres:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> LocalPostgres:
         return self.start()
