@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -197,3 +198,19 @@ def test_the_loop_backs_off_while_idle_or_failing_and_drains_at_once_while_busy(
     # idle ×3 (doubling to the cap), a full batch (no wait), a partial one (min), idle, failing ×2.
     assert waits == [0.01, 0.02, 0.03, 0.01, 0.02, 0.03, 0.03]
     assert totals.received == 6
+
+
+def test_every_setting_the_consumer_reads_is_in_the_readme() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = (root / "hunter_results" / "settings.py").read_text()
+    read = set(re.findall(r'"((?:HUNTER_)[A-Z0-9_]+)"', code))
+    assert len(read) >= 14
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Hunter's side: the results consumer", 1)[1].split("\n## ", 1)[0]
+    assert not {name for name in read if name not in section}
+    for suffix in ("__queueServiceUri", "__credential", "__clientId"):
+        assert f"<prefix>{suffix}" in section and f'f"{{prefix}}{suffix}"' in code
+    # Outside the function app's deployment.
+    assert "hunter_results/" in (root / ".funcignore").read_text().splitlines()
