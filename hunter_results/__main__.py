@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from azure.core.exceptions import AzureError
 
-from hunter_results.consumer import Consumer
+from hunter_results.consumer import Consumer, describe
 from hunter_results.settings import ConfigError, ConsumerSettings
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             counts = consumer.drain()
         except (psycopg.Error, AzureError) as exc:
-            print(f"hunter_results: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"hunter_results: {type(exc).__name__}: {describe(exc)}", file=sys.stderr)
             return 1
         finally:
             consumer.close()

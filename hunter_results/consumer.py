@@ -91,6 +91,17 @@ class Counts:
         return {name: getattr(self, name) for name in ("received", "applied", "stale", "unknown", "poisoned")}
 
 
+def describe(exc: BaseException) -> str:
+    """A failure in one line for a log: the database's own first line (libpq never puts the
+    password there), or for storage only the status and error code (a message could carry a URL
+    with a SAS token)."""
+    if isinstance(exc, psycopg.Error):
+        return (str(exc).strip().splitlines() or [""])[0][:300]
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None)
+    return " ".join(str(part) for part in (type(exc).__name__, status, code) if part)
+
+
 def _credential(settings: ConsumerSettings) -> Any:
     """The identity the queue is reached with: a managed identity when the settings say so (as the
     Functions host reads `__credential=managedidentity`), else azure-identity's default chain
@@ -281,7 +292,7 @@ class Consumer:
                 wait = min(max(wait * 2, s.poll_min_seconds), s.poll_max_seconds)
                 logger.error(
                     "hunter_results_failed",
-                    extra={"error_code": type(exc).__name__, "retry_in_seconds": wait},
+                    extra={"error_code": type(exc).__name__, "error": describe(exc), "retry_in_seconds": wait},
                 )
             else:
                 self.totals.add(counts)
