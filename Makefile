@@ -9,7 +9,7 @@ STAMP_NODE := node_modules/.installed
 WORKER_VENV := .venv-worker
 STAMP_WORKER := $(WORKER_VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check browser
+.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check browser results
 
 setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_WORKER)  ## install Python packages (.venv, .venv-worker) and Azurite (node_modules)
 
@@ -53,7 +53,7 @@ run: setup  ## start Azurite + the simulator + the local Functions host; Ctrl-C 
 simulator: setup  ## the Dataverse / Entra ID / Key Vault simulator alone
 	@$(PY) -m devstack.simulator --state-dir .devstack
 
-demo: setup  ## push sample leads through a running `make run` and watch them sync
+demo: setup  ## push sample leads through a running `make run`, watch them sync, and Hunter's rows (PostgreSQL + results consumer)
 	@$(PY) -m devstack.demo
 
 smoke: setup  ## smoke-test the Dataverse that the environment / local.settings.json names (add ARGS=--push-test-lead)
@@ -80,6 +80,9 @@ unit: setup
 
 reliability: setup  ## the long reliability runs (bigger batches, same tests); several minutes
 	@$(PY) -m pytest -q -m slow tests/e2e/test_reliability.py
+
+results: setup  ## Hunter's results consumer, once, with settings from the environment (see README: Hunter's side)
+	@$(PY) -m hunter_results --once
 
 bench: setup  ## benchmarks: prints a table, writes benchmarks/results/latest.json; a few minutes
 	@$(PY) -m benchmarks.run $(ARGS)

@@ -190,7 +190,13 @@ Ctrl-C stops everything.
         )
     else:
         say("Your own Dataverse: no simulated Entra ID, so no App Service Authentication locally and no demo page")
-    stack_info = {"host_url": url, "dataverse_url": env["HUNTER_D365_BASE_URL"], "api_token": token}
+    stack_info = {
+        "host_url": url,
+        "dataverse_url": env["HUNTER_D365_BASE_URL"],
+        "api_token": token,
+        # `make demo` runs Hunter's results consumer on this queue.
+        "results_queue": env.get("HUNTER_D365_RESULTS_QUEUE", "d365-lead-push-results"),
+    }
     if info is not None:  # the simulator runs: `make demo` reads its admin API
         stack_info |= {"simulator_url": info["base_url"], "ca_bundle": info["ca_bundle"]}
     if storage_connection:  # for tools that need Azurite's account key (Storage Explorer, az storage)

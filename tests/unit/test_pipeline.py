@@ -305,6 +305,11 @@ def test_batch_skips_recent_verifications_and_verifies_the_rest_in_one_query() -
     answers = accept_batch(leads, w.services)
     assert [a.status for a in answers] == ["skipped", "queued", "skipped", "queued"]
     assert [c[0] for c in w.dataverse.calls] == ["read_leads"]
+    # Each skip is published as `already_exists`, for Hunter's row.
+    assert [(r["domain"], r["outcome"]) for r in results(w)] == [
+        ("a.example", "already_exists"),
+        ("c.example", "already_exists"),
+    ]
     w.dataverse.calls.clear()
     again = accept_batch([leads[0], leads[2]], w.services)  # verified a moment ago: no call at all
     assert [a.status for a in again] == ["skipped", "skipped"] and not w.dataverse.calls
