@@ -3,7 +3,7 @@
 For each message, in the order received:
 
 1. read it (`outcome.read_message`); unreadable → sent, exactly as it lay, to the consumer's own
-   poison queue `<results queue>-poison`, then deleted (event `hunter_results_poisoned`);
+   poison queue `<results queue>-poison`, then deleted (event `hunter_results_poisoned`; Bicep creates that queue);
 2. apply it in one transaction (`table.HunterTable.apply`): `applied`, `stale` (older than or
    the same as what the row holds: a late or duplicate delivery, nothing changed) or `unknown`
    (Hunter has no such domain: counted and logged as `hunter_results_unknown_domain`, not kept);

@@ -251,6 +251,7 @@ module storage 'app/storage.bicep' = {
       queueName
       poisonQueueName
       resultsQueueName
+      '${resultsQueueName}-poison' // Hunter's results consumer puts what it cannot read here
     ]
     tableNames: [
       stateTableName

@@ -5,7 +5,7 @@ param name string
 param location string
 param tags object = {}
 
-@description('Queues to create: the push queue, its poison queue and the results queue.')
+@description('Queues to create: the push queue, its poison queue, the results queue and its poison queue.')
 param queueNames array
 
 @description('Tables to create: the sync-state table.')

@@ -371,7 +371,8 @@ def test_queues_and_state_table_are_the_names_the_app_is_told() -> None:
     assert variables["resultsQueueName"]["value"] == code_default("HUNTER_D365_RESULTS_QUEUE")
     assert variables["stateTableName"]["value"] == code_default("HUNTER_D365_STATE_TABLE")
     storage = module_params("storage")
-    assert storage["queueNames"] == ["queueName", "poisonQueueName", "resultsQueueName"]
+    # The last is Hunter's results consumer's own poison queue (hunter_results: f"{results}-poison").
+    assert storage["queueNames"] == ["queueName", "poisonQueueName", "resultsQueueName", "${resultsQueueName}-poison"]
     assert storage["tableNames"] == ["stateTableName"]
     queues = the_resource("app/storage.bicep", "Microsoft.Storage/storageAccounts/queueServices/queues")
     assert queues["config"]["loop_type"]["detail"]["array_name"] == "queueNames"
