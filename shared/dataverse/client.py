@@ -18,7 +18,8 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from shared.dataverse.auth import TokenProvider
-from shared.dataverse.errors import D365APIError, D365Error, error_from_response
+from shared.dataverse.errors import D365APIError, D365Error, D365RateLimitError, error_from_response
+from shared.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Ids per verification query: 50 GUID comparisons keep the URL near 3 KB, well inside the URL
 # length Dataverse accepts for a GET (longer queries need `$batch`), in one request each.
 IDS_PER_QUERY = 50
+# Values per `Microsoft.Dynamics.CRM.In(...)` lookup: 100 domains (at most 192 characters each once
+# normalised, typically ~20) keep the URL a few KB, so one bulk message of 100 leads costs one query.
+VALUES_PER_QUERY = 100
+# The collection-bound bulk create (Microsoft Learn, bulk-operations.md, Web API tab): every target
+# must carry `@odata.type`.
+CREATE_MULTIPLE_PATH = "leads/Microsoft.Dynamics.CRM.CreateMultiple"
+LEAD_ODATA_TYPE = "Microsoft.Dynamics.CRM.lead"
 _BASE_HEADERS = {
     "Accept": "application/json",
     "OData-MaxVersion": "4.0",
@@ -59,9 +67,12 @@ class DataverseClient:
         api_version: str = "v9.2",
         timeout: float = 30.0,
         max_in_flight: int = 52,
+        pacer: Pacer | None = None,
     ) -> None:
         """`max_in_flight` bounds the requests this client (the process) has open at once: the
         instance's share of Dataverse's 52 concurrent requests per user (`shared/concurrency.py`).
+        `pacer` (one per process) spaces requests under the limits the service reports
+        (`shared/pacing.py`); None sends them as they come.
 
         Raises:
             ValueError: `base_url` is not https (a bearer token must never travel in clear).
@@ -75,6 +86,7 @@ class DataverseClient:
         self._session = session or requests.Session()
         self._timeout = timeout
         self._slots = threading.BoundedSemaphore(max(1, max_in_flight))
+        self.pacer = pacer
         self.last_latency_ms = 0.0
 
     def _request(
@@ -92,6 +104,7 @@ class DataverseClient:
         """One HTTP call (two when Dataverse refuses the token: a fresh token, sent once more).
         Returns the response on `ok`, None on `absent`, raises otherwise."""
         token = self.tokens.get_token(correlation_id)
+        self._pace()
         response = self._send(method, path, token, correlation_id, params, json_body, headers)
         if response.status_code == 401:
             # A token can be refused before its own expiry (revoked, the application user
@@ -107,13 +120,32 @@ class DataverseClient:
             )
             token = self.tokens.renew(token, correlation_id)
             response = self._send(method, path, token, correlation_id, params, json_body, headers)
-        if response.status_code in ok:
-            return response
-        if response.status_code in absent:
-            return None
-        error = error_from_response(response.status_code, response.content, response.headers)
+        error = None
+        if response.status_code not in ok and response.status_code not in absent:
+            error = error_from_response(response.status_code, response.content, response.headers)
+        if self.pacer is not None:
+            if isinstance(error, D365RateLimitError):
+                self.pacer.refused(error.code, error.message)
+            else:
+                self.pacer.spent(self.last_latency_ms)
+        if error is None:
+            return response if response.status_code in ok else None
         self._log_error(error, method, path, correlation_id)
         raise error
+
+    def _pace(self) -> None:
+        """Wait for the pacer's slot; a wait too long to sleep is a local 429 (nothing sent).
+
+        Raises:
+            D365RateLimitError: status 0, code `paced`, `retry_after` the wait.
+        """
+        if self.pacer is None:
+            return
+        delay = self.pacer.wait()
+        if delay > self.pacer.max_wait:
+            raise D365RateLimitError("paced: this process is at the service-protection limit", delay, 0, "paced")
+        if delay > 0:
+            time.sleep(delay)
 
     def _send(
         self,
@@ -224,6 +256,55 @@ class DataverseClient:
         assert response is not None
         rows = response.json().get("value", [])
         return str(rows[0]["leadid"]) if rows else None
+
+    def find_many(self, column: str, values: list[str], correlation_id: str | None = None) -> dict[str, str]:
+        """The ids of the leads whose `column` equals one of `values`, by case-folded value: one
+        `Microsoft.Dynamics.CRM.In(PropertyName=…,PropertyValues=[…])` query per
+        `VALUES_PER_QUERY` values (Web API function reference, "In Function"). Values are escaped
+        OData literals. When two leads share a value, the first returned wins.
+
+        Raises:
+            D365Error: a query failed.
+        """
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(value.casefold() for value in values))
+        for start in range(0, len(unique), VALUES_PER_QUERY):
+            chunk = unique[start : start + VALUES_PER_QUERY]
+            literals = ",".join(odata_literal(value) for value in chunk)
+            params = {
+                "$select": f"leadid,{column}",
+                "$filter": f"Microsoft.Dynamics.CRM.In(PropertyName={odata_literal(column)},PropertyValues=[{literals}])",
+            }
+            response = self._request("GET", "leads", correlation_id, params=params)
+            assert response is not None
+            for row in response.json().get("value", []):
+                value = row.get(column)
+                if isinstance(value, str):
+                    found.setdefault(value.casefold(), str(row["leadid"]).lower())
+        return found
+
+    def create_many(self, payloads: list[dict[str, Any]], correlation_id: str | None = None) -> list[str]:
+        """Create many leads in one `CreateMultiple` call; their ids, in order.
+
+        On `lead` (a standard table) the call is all or nothing: any bad record, or an
+        alternate-key value already taken, fails it and nothing is created.
+
+        Raises:
+            D365Error: the call failed (nothing was created), or its response was lost
+            (transient: the leads may exist — look them up before creating again).
+        """
+        targets = [{**payload, "@odata.type": LEAD_ODATA_TYPE} for payload in payloads]
+        response = self._request("POST", CREATE_MULTIPLE_PATH, correlation_id, json_body={"Targets": targets})
+        assert response is not None
+        ids = response.json().get("Ids")
+        if not isinstance(ids, list) or len(ids) != len(payloads):
+            raise D365APIError(
+                "CreateMultiple answered without one id per record",
+                response.status_code,
+                "no_entity_id",
+                transient=True,
+            )
+        return [str(lead_id).lower() for lead_id in ids]
 
     def get_lead_by_key(self, column: str, value: str, correlation_id: str | None = None) -> str | None:
         """The id of the lead with alternate key `column=value`, else None.

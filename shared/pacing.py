@@ -1,0 +1,158 @@
+"""`Pacer`: keeps this process's Dataverse requests under the service-protection limits the service
+itself reports, instead of running into them over and over.
+
+Microsoft's advice (api-limits.md, "How to maximize throughput" and "The Retry-After duration"):
+don't compute a rate in advance — start lower, increase gradually until the limits answer, then
+let the server tell you how much it can handle, and keep the rate steady so Retry-After stays short.
+The pacer does exactly that:
+
+- Before any 429, requests go out at `start_rate` per second, and the rate grows by `growth` for
+  every second in which callers had to wait for it (slow start): a single click never waits, a
+  batch finds the ceiling within seconds, and when it crosses it only the few requests in flight
+  at that moment are refused (a sliding-window limit refuses nothing until the window is full).
+- A 429 names its limit in its message (api-limits.md, "Service Protection API Limit Errors
+  returned"): `Number of requests exceeded the limit of 6000 over time window of 300 seconds.`
+  (0x80072322) and `Combined execution time of incoming requests exceeded limit of 1,200,000
+  milliseconds over time window of 300 seconds.` (0x80072321). The pacer reads both: requests
+  are then paced at `headroom` × limit ÷ window, and the execution time this process measured in
+  the last window (elapsed time per request, an upper bound of the server's execution time) is
+  kept under `headroom` × the execution limit.
+- Another 429 after that (another instance shares the user's limit) cuts the rate by a fifth; it
+  recovers by 2 % of the learned ceiling per second without one.
+
+A wait longer than `max_wait` is not slept through: `wait()` returns it for the caller to turn
+into a delayed retry (the queue does the waiting, not a worker thread).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from collections.abc import Callable
+
+REQUESTS_LIMIT_CODE = "0x80072322"
+EXECUTION_LIMIT_CODE = "0x80072321"
+_LIMIT = re.compile(r"limit of ([\d,]+(?:\.\d+)?)\s+(milliseconds\s+)?over time window of ([\d.]+) seconds")
+
+
+def parse_limit(message: str) -> tuple[float, float] | None:
+    """(limit, window seconds) from a service-protection 429's message, or None."""
+    match = _LIMIT.search(message)
+    if not match:
+        return None
+    limit = float(match.group(1).replace(",", ""))
+    window = float(match.group(3))
+    return (limit, window) if limit > 0 and window > 0 else None
+
+
+class Pacer:
+    """Paces requests (thread-safe, one per process: the limits are per user)."""
+
+    def __init__(
+        self,
+        start_rate: float = 5.0,
+        growth: float = 1.5,
+        headroom: float = 0.97,
+        max_wait: float = 2.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._rate = start_rate
+        self._growth = growth
+        self._headroom = headroom
+        self.max_wait = max_wait
+        self._next = 0.0  # when the next request may go
+        self._grown_at = self._clock()
+        self._ceiling: float | None = None  # requests/s the service allows, once a 429 said
+        self._last_429 = 0.0
+        self._budget_ms: float | None = None  # execution ms per window, once a 429 said
+        self._window = 300.0
+        self._spent: collections.deque[tuple[float, float]] = collections.deque()
+        self._spent_ms = 0.0
+
+    @property
+    def rate(self) -> float:
+        """The current pace, requests per second."""
+        with self._lock:
+            return self._rate
+
+    @property
+    def ceiling(self) -> float | None:
+        """The request ceiling learned from a 429 (requests per second), or None."""
+        with self._lock:
+            return self._ceiling
+
+    def wait(self) -> float:
+        """Reserve the next slot: seconds until this request may go (0: now). A result above
+        `max_wait` reserves nothing; the caller should retry that much later."""
+        with self._lock:
+            now = self._clock()
+            self._recover(now)
+            slot = max(now, self._next, self._execution_room(now))
+            delay = slot - now
+            if delay > self.max_wait:
+                return delay
+            if delay > 0 and self._ceiling is None and now - self._grown_at >= 1.0:
+                # Callers are waiting for the pace and the service has not objected: go faster.
+                self._rate *= self._growth
+                self._grown_at = now
+            self._next = slot + 1.0 / self._rate
+            return delay
+
+    def spent(self, elapsed_ms: float) -> None:
+        """Record how long a request took (its execution time, as this process can measure it)."""
+        with self._lock:
+            now = self._clock()
+            self._spent.append((now, elapsed_ms))
+            self._spent_ms += elapsed_ms
+            self._forget(now)
+
+    def refused(self, code: str, message: str) -> None:
+        """A 429 arrived with Dataverse's `code` and `message`: learn its limit, slow down."""
+        limit = parse_limit(message)
+        with self._lock:
+            now = self._clock()
+            if code == EXECUTION_LIMIT_CODE and limit is not None:
+                self._budget_ms, self._window = limit[0], limit[1]
+                return
+            if limit is None:
+                self._rate = max(0.1, self._rate * 0.8)
+                return
+            ceiling = limit[0] / limit[1]
+            if self._ceiling != ceiling:
+                self._ceiling = ceiling
+                self._window = limit[1]
+                self._rate = self._headroom * ceiling
+            else:
+                self._rate = max(ceiling / 10, self._rate * 0.8)
+            self._last_429 = now
+
+    def _recover(self, now: float) -> None:
+        if self._ceiling is None:
+            return
+        cap = self._headroom * self._ceiling
+        if self._rate < cap and now - self._last_429 >= 1.0:
+            self._rate = min(cap, self._rate + 0.02 * self._ceiling * (now - max(self._last_429, self._grown_at)))
+            self._grown_at = now
+
+    def _forget(self, now: float) -> None:
+        while self._spent and self._spent[0][0] <= now - self._window:
+            self._spent_ms -= self._spent.popleft()[1]
+
+    def _execution_room(self, now: float) -> float:
+        """When this process's measured execution time in the window drops under the budget."""
+        if self._budget_ms is None:
+            return now
+        self._forget(now)
+        allowed = self._headroom * self._budget_ms
+        total = self._spent_ms
+        if total < allowed:
+            return now
+        for at, cost in self._spent:
+            total -= cost
+            if total < allowed:
+                return at + self._window
+        return now
