@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.bulk import accept_batch, pack, process_message
+from shared.bulk import accept_batch, pack
 from shared.dataverse import D365APIError, D365RateLimitError
 from shared.models import MAX_MESSAGE_BYTES, LeadBatch, LeadPush
 from tests.unit.fakes import World, run_host, world
@@ -224,4 +224,3 @@ def test_single_lead_messages_still_take_the_single_path() -> None:
     [result] = run_host(w)
     assert result.outcome == "created"
     assert [name for name, _ in w.dataverse.calls] == ["create_lead_if_absent"]
-    assert process_message  # the host loop delivered through the worker's entry point
