@@ -29,6 +29,7 @@ import json
 import time
 from typing import Any
 
+import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -197,22 +198,24 @@ def bulk_path(
     env: Any,
 ) -> dict[str, Any]:
     """push-leads → bulk messages → one lookup and one CreateMultiple each."""
-    from benchmarks.run import HTTP, counts, parse, percentile
+    from benchmarks.run import counts, parse, percentile
 
     chosen = apply_limits(admin, args)
     inject_faults(admin, "lead_create_multiple")
-    url, _ = group.host(
-        host_env(env, connection, info, "bulk", HUNTER_D365_BULK_SIZE=str(args.bulk_size)), name="bulk-host"
-    )
+    settings = host_env(env, connection, info, "bulk", HUNTER_D365_BULK_SIZE=str(args.bulk_size))
+    url, _ = group.host(settings, name="bulk-host")
+    http = requests.Session()  # the host's function key, as Hunter's backend sends it
+    http.headers["x-functions-key"] = settings["LOCAL_HOST_FUNCTION_KEY"]
     run_id = int(time.time())
     domains = [f"bulk-{run_id}-{i}.example" for i in range(args.bulk_leads)]
     intake_s = 0.0
     for offset in range(0, len(domains), 1000):
         chunk = [{"domain": d, "company_name": f"Bench {d}"} for d in domains[offset : offset + 1000]]
         t0 = time.perf_counter()
-        response = HTTP.post(f"{url}/api/v1/d365/push-leads", json={"leads": chunk}, timeout=300)
+        response = http.post(f"{url}/api/v1/d365/push-leads", json={"leads": chunk}, timeout=300)
         intake_s += time.perf_counter() - t0
-        assert response.status_code == 202 and response.json()["accepted"] == len(chunk), response.text[:500]
+        assert response.status_code == 202, (response.status_code, response.text[:500])
+        assert response.json()["accepted"] == len(chunk), response.text[:500]
     print(f"  bulk intake: {len(domains)} leads in {intake_s:.2f} s", flush=True)
     outcomes = collect(connection, "bulk-results", domains, args.timeout, "bulk")
     synced = [o for o in outcomes if o["status"] == "synced"]

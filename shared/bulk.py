@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,7 @@ from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared.config import ConfigError
 from shared.dataverse import D365APIError, D365Error, D365RateLimitError
+from shared.dataverse.client import BULK_MAX_WAIT_SECONDS
 from shared.mapping import DOMAIN_COLUMN, WEBSITE_COLUMN, canonical_website, lead_payload
 from shared.models import (
     ALREADY_EXISTS,
@@ -55,6 +57,7 @@ from shared.models import (
     parse_message,
     printable,
 )
+from shared.pacing import Pacer
 from shared.pipeline import (
     MAX_FAILED_DELIVERIES,
     Accepted,
@@ -145,7 +148,7 @@ def process_batch(
         _send_each(services, [batch.single(lead).to_json() for lead in batch.leads])
         logger.error("d365_batch_split", extra={**log, "reason": "too_many_failed_deliveries"})
         return BatchResult("batch", {lead.domain: Result("split") for lead in batch.leads})
-    delay = _hold(services, rand)
+    delay = _hold(services, rand, len(batch.leads))
     if delay is not None:
         services.queues.push.send_message(batch.to_json(), visibility_timeout=queue_delay(delay))
         logger.info("d365_push_deferred", extra={**log, "delay_seconds": round(delay, 2), "reason": "throttled"})
@@ -175,13 +178,18 @@ def process_batch(
     return BatchResult("batch", results)
 
 
-def _hold(services: Services, rand: Callable[[], float]) -> float | None:
-    """Seconds to put the whole message off (integration disabled, or a 429 pause), or None."""
+def _hold(services: Services, rand: Callable[[], float], records: int) -> float | None:
+    """Seconds to put the whole message off (integration disabled, or Dataverse busy for longer
+    than a worker should sleep), or None to go on — after sleeping out a shorter wait: a sleeping
+    thread resumes the moment the service has room, a trip through the queue would not."""
     if not services.settings.enabled:
         return services.settings.retry_base_seconds
-    paused = services.throttle.remaining()
-    if paused:
-        return paused + services.settings.retry_jitter_seconds * rand()
+    pacer: Pacer | None = getattr(services.dataverse, "pacer", None)
+    wait = max(services.throttle.remaining(), pacer.ready_in(records) if pacer is not None else 0.0)
+    if wait > BULK_MAX_WAIT_SECONDS:
+        return wait + services.settings.retry_jitter_seconds * rand()
+    if wait > 0:
+        time.sleep(wait)
     return None
 
 

@@ -72,6 +72,12 @@ class Pacer:
         self._window = 300.0
         self._spent: collections.deque[tuple[float, float]] = collections.deque()
         self._spent_ms = 0.0
+        # Execution time of the requests in flight, estimated from what earlier ones took: a
+        # request's own cost is only known when it ends, and threads that all found room at once
+        # would otherwise all go.
+        self._in_flight_ms = 0.0
+        self._base_ms = 0.0  # per request
+        self._record_ms = 0.0  # per record written
 
     @property
     def rate(self) -> float:
@@ -85,30 +91,53 @@ class Pacer:
         with self._lock:
             return self._ceiling
 
-    def wait(self) -> float:
-        """Reserve the next slot: seconds until this request may go (0: now). A result above
-        `max_wait` reserves nothing; the caller should retry that much later."""
+    def wait(self, records: int = 0, max_wait: float | None = None) -> tuple[float, float]:
+        """Reserve the next slot for a request that writes `records` records: (seconds until it
+        may go, 0 for now; its estimated execution time, to hand back to `spent`). A delay above
+        `max_wait` (default `self.max_wait`) reserves nothing; the caller retries that much later."""
+        limit = self.max_wait if max_wait is None else max_wait
         with self._lock:
             now = self._clock()
             self._recover(now)
-            slot = max(now, self._next, self._execution_room(now))
+            estimate = self._base_ms + self._record_ms * records
+            slot = max(now, self._next, self._execution_room(now, estimate))
             delay = slot - now
-            if delay > self.max_wait:
-                return delay
+            if delay > limit:
+                return delay, 0.0
             if delay > 0 and self._ceiling is None and now - self._grown_at >= 1.0:
                 # Callers are waiting for the pace and the service has not objected: go faster.
                 self._rate *= self._growth
                 self._grown_at = now
             self._next = slot + 1.0 / self._rate
-            return delay
+            self._in_flight_ms += estimate
+            return delay, estimate
 
-    def spent(self, elapsed_ms: float) -> None:
-        """Record how long a request took (its execution time, as this process can measure it)."""
+    def ready_in(self, records: int = 0) -> float:
+        """Seconds until a request writing `records` records could go (nothing is reserved)."""
         with self._lock:
             now = self._clock()
+            estimate = self._base_ms + self._record_ms * records
+            return max(now, self._next, self._execution_room(now, estimate)) - now
+
+    def spent(self, elapsed_ms: float, records: int = 0, estimate: float = 0.0) -> None:
+        """Record how long a request took (its execution time, as this process can measure it),
+        releasing the `estimate` `wait` reserved for it."""
+        with self._lock:
+            now = self._clock()
+            self._in_flight_ms = max(0.0, self._in_flight_ms - estimate)
             self._spent.append((now, elapsed_ms))
             self._spent_ms += elapsed_ms
+            if records:
+                per_record = max(0.0, elapsed_ms - self._base_ms) / records
+                self._record_ms = per_record if not self._record_ms else 0.8 * self._record_ms + 0.2 * per_record
+            else:
+                self._base_ms = elapsed_ms if not self._base_ms else 0.8 * self._base_ms + 0.2 * elapsed_ms
             self._forget(now)
+
+    def released(self, estimate: float) -> None:
+        """A reserved request was refused or never answered: drop its estimate."""
+        with self._lock:
+            self._in_flight_ms = max(0.0, self._in_flight_ms - estimate)
 
     def refused(self, code: str, message: str) -> None:
         """A 429 arrived with Dataverse's `code` and `message`: learn its limit, slow down."""
@@ -142,12 +171,13 @@ class Pacer:
         while self._spent and self._spent[0][0] <= now - self._window:
             self._spent_ms -= self._spent.popleft()[1]
 
-    def _execution_room(self, now: float) -> float:
-        """When this process's measured execution time in the window drops under the budget."""
+    def _execution_room(self, now: float, extra_ms: float = 0.0) -> float:
+        """When this process's execution time in the window (measured, plus the estimates of the
+        requests in flight and `extra_ms`) drops under the budget."""
         if self._budget_ms is None:
             return now
         self._forget(now)
-        allowed = self._headroom * self._budget_ms
+        allowed = self._headroom * self._budget_ms - self._in_flight_ms - extra_ms
         total = self._spent_ms
         if total < allowed:
             return now
