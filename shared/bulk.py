@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -180,16 +179,15 @@ def process_batch(
 
 def _hold(services: Services, rand: Callable[[], float], records: int) -> float | None:
     """Seconds to put the whole message off (integration disabled, or Dataverse busy for longer
-    than a worker should sleep), or None to go on — after sleeping out a shorter wait: a sleeping
-    thread resumes the moment the service has room, a trip through the queue would not."""
+    than a worker should wait), or None to go on: a shorter wait is slept out by the Dataverse
+    client once the domains are claimed, so the CreateMultiple leaves the moment the service has
+    room (a trip through the queue would release and re-take every claim)."""
     if not services.settings.enabled:
         return services.settings.retry_base_seconds
     pacer: Pacer | None = getattr(services.dataverse, "pacer", None)
     wait = max(services.throttle.remaining(), pacer.ready_in(records) if pacer is not None else 0.0)
     if wait > BULK_MAX_WAIT_SECONDS:
         return wait + services.settings.retry_jitter_seconds * rand()
-    if wait > 0:
-        time.sleep(wait)
     return None
 
 

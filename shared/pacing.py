@@ -14,11 +14,14 @@ The pacer does exactly that:
   returned"): `Number of requests exceeded the limit of 6000 over time window of 300 seconds.`
   (0x80072322) and `Combined execution time of incoming requests exceeded limit of 1,200,000
   milliseconds over time window of 300 seconds.` (0x80072321). The pacer reads both: requests
-  are then paced at `headroom` × limit ÷ window, and the execution time this process measured in
-  the last window (elapsed time per request, an upper bound of the server's execution time) is
-  kept under `headroom` × the execution limit.
-- Another 429 after that (another instance shares the user's limit) cuts the rate by a fifth; it
+  are then paced at `headroom` × limit ÷ window; and a request goes only while the execution time
+  this process measured in the last window (elapsed time per request, an upper bound of the
+  server's), plus its estimate for the requests still in flight, is under the execution limit —
+  the service's own rule, so at most one request's time goes past it.
+- Another 429 after that (another instance shares the user's limit) cuts the rate by a tenth; it
   recovers by 2 % of the learned ceiling per second without one.
+- Nothing is sent until a 429's Retry-After has passed; a request that slept through a 429 takes a
+  new slot, so the threads that were waiting do not all go at once when the pause ends.
 
 A wait longer than `max_wait` is not slept through: `wait()` returns it for the caller to turn
 into a delayed retry (the queue does the waiting, not a worker thread).
@@ -55,7 +58,7 @@ class Pacer:
         start_rate: float = 5.0,
         growth: float = 1.5,
         headroom: float = 0.97,
-        max_wait: float = 2.0,
+        max_wait: float = 10.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._clock = clock or time.monotonic
@@ -68,6 +71,7 @@ class Pacer:
         self._grown_at = self._clock()
         self._ceiling: float | None = None  # requests/s the service allows, once a 429 said
         self._last_429 = 0.0
+        self.refusals = 0  # 429s seen: a request that slept through one takes a new slot
         self._budget_ms: float | None = None  # execution ms per window, once a 429 said
         self._window = 300.0
         self._spent: collections.deque[tuple[float, float]] = collections.deque()
@@ -100,7 +104,7 @@ class Pacer:
             now = self._clock()
             self._recover(now)
             estimate = self._base_ms + self._record_ms * records
-            slot = max(now, self._next, self._execution_room(now, estimate))
+            slot = max(now, self._next, self._execution_room(now))
             delay = slot - now
             if delay > limit:
                 return delay, 0.0
@@ -116,8 +120,7 @@ class Pacer:
         """Seconds until a request writing `records` records could go (nothing is reserved)."""
         with self._lock:
             now = self._clock()
-            estimate = self._base_ms + self._record_ms * records
-            return max(now, self._next, self._execution_room(now, estimate)) - now
+            return max(now, self._next, self._execution_room(now)) - now
 
     def spent(self, elapsed_ms: float, records: int = 0, estimate: float = 0.0) -> None:
         """Record how long a request took (its execution time, as this process can measure it),
@@ -139,11 +142,14 @@ class Pacer:
         with self._lock:
             self._in_flight_ms = max(0.0, self._in_flight_ms - estimate)
 
-    def refused(self, code: str, message: str) -> None:
-        """A 429 arrived with Dataverse's `code` and `message`: learn its limit, slow down."""
+    def refused(self, code: str, message: str, retry_after: float = 0.0) -> None:
+        """A 429 arrived with Dataverse's `code`, `message` and `Retry-After`: learn its limit,
+        slow down, and send nothing before `retry_after` has passed."""
         limit = parse_limit(message)
         with self._lock:
             now = self._clock()
+            self.refusals += 1
+            self._next = max(self._next, now + retry_after)
             if code == EXECUTION_LIMIT_CODE and limit is not None:
                 self._budget_ms, self._window = limit[0], limit[1]
                 return
@@ -156,7 +162,7 @@ class Pacer:
                 self._window = limit[1]
                 self._rate = self._headroom * ceiling
             else:
-                self._rate = max(ceiling / 10, self._rate * 0.8)
+                self._rate = max(ceiling / 10, self._rate * 0.9)
             self._last_429 = now
 
     def _recover(self, now: float) -> None:
@@ -177,7 +183,9 @@ class Pacer:
         if self._budget_ms is None:
             return now
         self._forget(now)
-        allowed = self._headroom * self._budget_ms - self._in_flight_ms - extra_ms
+        # As the service does: a request is admitted while the window holds less than the budget
+        # (its own time is charged when it ends), counting the requests still in flight.
+        allowed = self._budget_ms - self._in_flight_ms - extra_ms
         total = self._spent_ms
         if total < allowed:
             return now

@@ -138,7 +138,7 @@ class DataverseClient:
         if self.pacer is not None:
             if isinstance(error, D365RateLimitError):
                 self.pacer.released(estimate)
-                self.pacer.refused(error.code, error.message)
+                self.pacer.refused(error.code, error.message, error.retry_after)
             else:
                 self.pacer.spent(self.last_latency_ms, records, estimate)
         if error is None:
@@ -156,12 +156,16 @@ class DataverseClient:
         if self.pacer is None:
             return 0.0
         limit = self.pacer.max_wait if max_wait is None else max_wait
-        delay, estimate = self.pacer.wait(records, limit)
-        if delay > limit:
-            raise D365RateLimitError("paced: this process is at the service-protection limit", delay, 0, "paced")
-        if delay > 0:
-            time.sleep(delay)
-        return estimate
+        while True:
+            refusals = self.pacer.refusals
+            delay, estimate = self.pacer.wait(records, limit)
+            if delay > limit:
+                raise D365RateLimitError("paced: this process is at the service-protection limit", delay, 0, "paced")
+            if delay > 0:
+                time.sleep(delay)
+            if self.pacer.refusals == refusals:
+                return estimate
+            self.pacer.released(estimate)  # a 429 came while this one slept: a new slot after it
 
     def _send(
         self,
