@@ -13,8 +13,9 @@ The pacer does exactly that:
 - A 429 names its limit in its message (api-limits.md, "Service Protection API Limit Errors
   returned"): `Number of requests exceeded the limit of 6000 over time window of 300 seconds.`
   (0x80072322) and `Combined execution time of incoming requests exceeded limit of 1,200,000
-  milliseconds over time window of 300 seconds.` (0x80072321). The pacer reads both: requests
-  are then paced at `headroom` × limit ÷ window; and a request goes only while the execution time
+  milliseconds over time window of 300 seconds.` (0x80072321). The pacer reads both: from then
+  on at most `headroom` × the request limit go in any window (the service's own sliding window, so
+  requests may go together); and a request goes only while the execution time
   this process measured in the last window (elapsed time per request, an upper bound of the
   server's), plus its estimate for the requests still in flight, is under the execution limit —
   the service's own rule, so at most one request's time goes past it.
@@ -29,6 +30,7 @@ into a delayed retry (the queue does the waiting, not a worker thread).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import re
 import threading
@@ -67,7 +69,8 @@ class Pacer:
         self._growth = growth
         self._headroom = headroom
         self.max_wait = max_wait
-        self._next = 0.0  # when the next request may go
+        self._next = 0.0  # when the next request may go (slow start; a Retry-After)
+        self._sent: list[float] = []  # when this process's requests went (or will), once a limit is known
         self._grown_at = self._clock()
         self._ceiling: float | None = None  # requests/s the service allows, once a 429 said
         self._last_429 = 0.0
@@ -104,15 +107,18 @@ class Pacer:
             now = self._clock()
             self._recover(now)
             estimate = self._base_ms + self._record_ms * records
-            slot = max(now, self._next, self._execution_room(now))
+            slot = max(now, self._next, self._request_room(now), self._execution_room(now))
             delay = slot - now
             if delay > limit:
                 return delay, 0.0
-            if delay > 0 and self._ceiling is None and now - self._grown_at >= 1.0:
-                # Callers are waiting for the pace and the service has not objected: go faster.
-                self._rate *= self._growth
-                self._grown_at = now
-            self._next = slot + 1.0 / self._rate
+            if self._ceiling is None:
+                if delay > 0 and now - self._grown_at >= 1.0:
+                    # Callers are waiting for the pace and the service has not objected: go faster.
+                    self._rate *= self._growth
+                    self._grown_at = now
+                self._next = slot + 1.0 / self._rate
+            else:
+                bisect.insort(self._sent, slot)
             self._in_flight_ms += estimate
             return delay, estimate
 
@@ -120,7 +126,7 @@ class Pacer:
         """Seconds until a request writing `records` records could go (nothing is reserved)."""
         with self._lock:
             now = self._clock()
-            return max(now, self._next, self._execution_room(now)) - now
+            return max(now, self._next, self._request_room(now), self._execution_room(now)) - now
 
     def spent(self, elapsed_ms: float, records: int = 0, estimate: float = 0.0) -> None:
         """Record how long a request took (its execution time, as this process can measure it),
@@ -172,6 +178,19 @@ class Pacer:
         if self._rate < cap and now - self._last_429 >= 1.0:
             self._rate = min(cap, self._rate + 0.02 * self._ceiling * (now - max(self._last_429, self._grown_at)))
             self._grown_at = now
+
+    def _request_room(self, now: float) -> float:
+        """Once the limit is known: when this process's requests in the last window (sent or
+        reserved) drop under its pace × the window — the service's own sliding window, so requests
+        may go together (a bulk lookup need not queue behind another message's create)."""
+        if self._ceiling is None:
+            return now
+        cut = bisect.bisect_right(self._sent, now - self._window)
+        del self._sent[:cut]
+        allowed = max(1, int(self._rate * self._window))
+        if len(self._sent) < allowed:
+            return now
+        return self._sent[len(self._sent) - allowed] + self._window
 
     def _forget(self, now: float) -> None:
         while self._spent and self._spent[0][0] <= now - self._window:

@@ -41,14 +41,11 @@ def test_the_first_429_sets_the_pace_from_its_message() -> None:
     pacer = Pacer(start_rate=50, headroom=0.97, clock=clock)
     pacer.refused(REQUESTS_LIMIT_CODE, REQUESTS_429, retry_after=3)
     assert pacer.ceiling == pytest.approx(2.0) and pacer.rate == pytest.approx(1.94)
-    delay, _ = pacer.wait()
-    assert delay == pytest.approx(3.0)  # nothing before Retry-After
+    assert pacer.ready_in() == pytest.approx(3.0)  # nothing before Retry-After
     clock.now += 3
-    delays = []
-    for _ in range(10):
-        delay, _ = pacer.wait()
-        delays.append(delay)
-    assert delays[-1] - delays[-2] == pytest.approx(1 / 1.94)
+    delays = [pacer.wait()[0] for _ in range(20)]
+    # 97 % of 20 per 10 s: 19 go now (the window holds them), the 20th when the first leaves it.
+    assert delays[:19] == [0.0] * 19 and delays[19] == pytest.approx(10.0)
 
 
 def test_another_429_at_the_same_limit_slows_down_and_recovers() -> None:
