@@ -14,8 +14,9 @@ The pacer does exactly that:
   returned"): `Number of requests exceeded the limit of 6000 over time window of 300 seconds.`
   (0x80072322) and `Combined execution time of incoming requests exceeded limit of 1,200,000
   milliseconds over time window of 300 seconds.` (0x80072321). The pacer reads both: from then
-  on at most `headroom` × the request limit go in any window (the service's own sliding window, so
-  requests may go together); and a request goes only while the execution time
+  on no more requests go in any window than the limit, counted so that this process's count is
+  never below the service's (requests by when they ended, plus those in flight) — the service's own
+  sliding window, so requests may go together; and a request goes only while the execution time
   this process measured in the last window (elapsed time per request, an upper bound of the
   server's), plus its estimate for the requests still in flight, is under the execution limit —
   the service's own rule, so at most one request's time goes past it.
@@ -70,7 +71,12 @@ class Pacer:
         self._headroom = headroom
         self.max_wait = max_wait
         self._next = 0.0  # when the next request may go (slow start; a Retry-After)
-        self._sent: list[float] = []  # when this process's requests went (or will), once a limit is known
+        # When this process's requests ended (an answer or a dropped connection), sorted, and how
+        # many are reserved or in flight. The service counts a request in its window from when it
+        # arrives, which is before it ends: counting ends plus everything in flight is never less
+        # than the service's count, so this process alone cannot overrun the request limit.
+        self._sent: list[float] = []
+        self._pending = 0
         self._grown_at = self._clock()
         self._ceiling: float | None = None  # requests/s the service allows, once a 429 said
         self._last_429 = 0.0
@@ -101,13 +107,18 @@ class Pacer:
     def wait(self, records: int = 0, max_wait: float | None = None) -> tuple[float, float]:
         """Reserve the next slot for a request that writes `records` records: (seconds until it
         may go, 0 for now; its estimated execution time, to hand back to `spent`). A delay above
-        `max_wait` (default `self.max_wait`) reserves nothing; the caller retries that much later."""
+        `max_wait` (default `self.max_wait`) reserves nothing; the caller retries that much later.
+        An estimate of -1 reserves nothing either: ask again after the delay (every request the
+        window holds is still in flight, so when room comes is not known yet)."""
         limit = self.max_wait if max_wait is None else max_wait
         with self._lock:
             now = self._clock()
             self._recover(now)
             estimate = self._base_ms + self._record_ms * records
-            slot = max(now, self._next, self._request_room(now), self._execution_room(now))
+            room = self._request_room(now)
+            if room is None:
+                return max(0.01, min(limit, self._window / 50)), -1.0
+            slot = max(now, self._next, room, self._execution_room(now))
             delay = slot - now
             if delay > limit:
                 return delay, 0.0
@@ -117,8 +128,7 @@ class Pacer:
                     self._rate *= self._growth
                     self._grown_at = now
                 self._next = slot + 1.0 / self._rate
-            else:
-                bisect.insort(self._sent, slot)
+            self._pending += 1
             self._in_flight_ms += estimate
             return delay, estimate
 
@@ -126,7 +136,8 @@ class Pacer:
         """Seconds until a request writing `records` records could go (nothing is reserved)."""
         with self._lock:
             now = self._clock()
-            return max(now, self._next, self._request_room(now), self._execution_room(now)) - now
+            room = self._request_room(now)
+            return max(now, self._next, now if room is None else room, self._execution_room(now)) - now
 
     def spent(self, elapsed_ms: float, records: int = 0, estimate: float = 0.0) -> None:
         """Record how long a request took (its execution time, as this process can measure it),
@@ -134,6 +145,10 @@ class Pacer:
         with self._lock:
             now = self._clock()
             self._in_flight_ms = max(0.0, self._in_flight_ms - estimate)
+            self._pending = max(0, self._pending - 1)
+            # Kept from the start: when the limit becomes known, the window already holds the
+            # requests sent while it was being found.
+            bisect.insort(self._sent, now)
             self._spent.append((now, elapsed_ms))
             self._spent_ms += elapsed_ms
             if records:
@@ -144,9 +159,11 @@ class Pacer:
             self._forget(now)
 
     def released(self, estimate: float) -> None:
-        """A reserved request was refused or never answered: drop its estimate."""
+        """A reserved request was refused (a 429, which the service does not count) or never sent:
+        drop its reservation."""
         with self._lock:
             self._in_flight_ms = max(0.0, self._in_flight_ms - estimate)
+            self._pending = max(0, self._pending - 1)
 
     def refused(self, code: str, message: str, retry_after: float = 0.0) -> None:
         """A 429 arrived with Dataverse's `code`, `message` and `Retry-After`: learn its limit,
@@ -166,7 +183,7 @@ class Pacer:
             if self._ceiling != ceiling:
                 self._ceiling = ceiling
                 self._window = limit[1]
-                self._rate = self._headroom * ceiling
+                self._rate = ceiling  # counted conservatively (see `_sent`): the limit itself
             else:
                 self._rate = max(ceiling / 10, self._rate * 0.9)
             self._last_429 = now
@@ -174,23 +191,25 @@ class Pacer:
     def _recover(self, now: float) -> None:
         if self._ceiling is None:
             return
-        cap = self._headroom * self._ceiling
+        cap = self._ceiling
         if self._rate < cap and now - self._last_429 >= 1.0:
             self._rate = min(cap, self._rate + 0.02 * self._ceiling * (now - max(self._last_429, self._grown_at)))
             self._grown_at = now
 
-    def _request_room(self, now: float) -> float:
-        """Once the limit is known: when this process's requests in the last window (sent or
-        reserved) drop under its pace × the window — the service's own sliding window, so requests
-        may go together (a bulk lookup need not queue behind another message's create)."""
-        if self._ceiling is None:
-            return now
+    def _request_room(self, now: float) -> float | None:
+        """Once the limit is known: when this process's requests in the last window (ended, in
+        flight, reserved) drop under its pace × the window — the service's own sliding window, so
+        requests may go together (a bulk lookup need not queue behind another message's create).
+        None when every request holding the window is still in flight."""
         cut = bisect.bisect_right(self._sent, now - self._window)
         del self._sent[:cut]
-        allowed = max(1, int(self._rate * self._window))
-        if len(self._sent) < allowed:
+        if self._ceiling is None:
             return now
-        return self._sent[len(self._sent) - allowed] + self._window
+        allowed = max(1, int(self._rate * self._window))
+        over = len(self._sent) + self._pending - allowed
+        if over < 0:
+            return now
+        return self._sent[over] + self._window if over < len(self._sent) else None
 
     def _forget(self, now: float) -> None:
         while self._spent and self._spent[0][0] <= now - self._window:

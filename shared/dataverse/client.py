@@ -156,13 +156,17 @@ class DataverseClient:
         if self.pacer is None:
             return 0.0
         limit = self.pacer.max_wait if max_wait is None else max_wait
+        waited = 0.0
         while True:
             refusals = self.pacer.refusals
-            delay, estimate = self.pacer.wait(records, limit)
-            if delay > limit:
+            delay, estimate = self.pacer.wait(records, limit - waited)
+            if delay > limit - waited:
                 raise D365RateLimitError("paced: this process is at the service-protection limit", delay, 0, "paced")
             if delay > 0:
                 time.sleep(delay)
+                waited += delay
+            if estimate < 0:
+                continue  # nothing reserved: ask again
             if self.pacer.refusals == refusals:
                 return estimate
             self.pacer.released(estimate)  # a 429 came while this one slept: a new slot after it
