@@ -101,12 +101,9 @@ def fault_response(sim: Simulator, fault: Fault) -> Response:
     if fault.retry_after is not None or fault.status == 429:
         headers["Retry-After"] = seconds(fault.retry_after if fault.retry_after is not None else 1)
     if fault.status == 429:
-        return odata_error(
-            429,
-            fault.code or "0x80072322",
-            "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-            headers,
-        )
+        # As Dataverse would say it: the message names the limits in force.
+        code = fault.code or "0x80072322"
+        return odata_error(429, code, sim.limit_message(code), headers)
     if fault.status == 401:
         return Response(401, b"", {"WWW-Authenticate": challenge(sim)})
     messages = {500: "An unexpected error occurred.", 503: "The service is temporarily unavailable."}

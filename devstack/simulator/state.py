@@ -403,6 +403,24 @@ class Simulator:
             self._executed_ms = 0.0
             return asdict(limits)
 
+    def limit_message(self, code: str) -> str:
+        """The message Dataverse sends with a service-protection 429 of `code` (api-limits.md),
+        naming the limits in force (the documented defaults when none are set)."""
+        with self._lock:
+            limits = self._limits
+        window = limits.window_seconds if (limits.max_requests or limits.max_execution_ms) else 300.0
+        if code == "0x80072321":
+            budget = limits.max_execution_ms or DOCUMENTED_MAX_EXECUTION_MS
+            return (
+                f"Combined execution time of incoming requests exceeded limit of {budget:,.0f} milliseconds over "
+                f"time window of {window:g} seconds. Decrease number of concurrent requests or reduce the "
+                "duration of requests and try again later."
+            )
+        if code == "0x80072326":
+            return f"Number of concurrent requests exceeded the limit of {limits.max_concurrent or 52}."
+        requests = limits.max_requests or DOCUMENTED_MAX_REQUESTS
+        return f"Number of requests exceeded the limit of {requests} over time window of {window:g} seconds."
+
     def admit(self) -> Throttled | None:
         """Apply service-protection limits to one Dataverse request: None when admitted (then
         `release` must follow), else why it is refused.
