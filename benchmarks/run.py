@@ -168,6 +168,7 @@ def throughput(
         connection,
         info,
         HUNTER_D365_DOMAIN_KEY="true",
+        HUNTER_D365_BULK_SIZE="1",  # this section measures the single path (one message per lead)
         HUNTER_D365_RETRY_BASE_SECONDS="0.5",
         HUNTER_D365_RETRY_CAP_SECONDS="30",
         HUNTER_D365_RETRY_JITTER_SECONDS="0.5",
