@@ -65,10 +65,8 @@ from shared.pipeline import (
     _belongs,
     _give_up,
     _identity_column,
-    _skipped,
     _synced,
-    _verified_recently,
-    _verify_at_intake,
+    intake_skips,
     process,
 )
 from shared.retry import queue_delay
@@ -463,18 +461,7 @@ def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 1
         from shared.pipeline import accept_batch as one_by_one
 
         return one_by_one(leads, services, concurrency)
-    known = services.state.get_many([lead.domain for lead in leads])
-    answers: dict[int, Accepted] = {}
-    stale = []
-    for index, lead in enumerate(leads):
-        state = known.get(lead.domain)
-        if state is None or not services.state.is_synced(state) or lead.d365_lead_id not in (None, state.d365_lead_id):
-            continue
-        if not lead.force and _verified_recently(state, services):
-            answers[index] = _skipped(lead, state, state.last_verified_at)
-        else:
-            stale.append((index, lead, state))
-    answers.update(_verify_at_intake(stale, services))
+    known, answers = intake_skips(leads, services)
     todo = [(index, lead) for index, lead in enumerate(leads) if index not in answers]
     sent_at = services.clock()
     batches = pack([lead for _, lead in todo], size, iso(sent_at))
