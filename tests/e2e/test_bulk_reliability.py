@@ -21,7 +21,10 @@ BULK = {**FAST_RETRIES, "HUNTER_D365_BULK_SIZE": "10"}
 def test_bulk_429_storm_5xx_and_lost_responses(start_stack: Callable[..., Stack], size: int, domain_key: str) -> None:
     stack = start_stack(HUNTER_D365_DOMAIN_KEY=domain_key, **BULK)
     n = max(2, size // 40)
-    stack.admin.add_fault("*", status=429, retry_after=1, times=n)
+    # On the Dataverse routes the bulk path uses ("*" would also refuse the managed-identity tokens
+    # the app's storage client asks the simulator for).
+    stack.admin.add_fault("lead_create_multiple", status=429, retry_after=1, times=n)
+    stack.admin.add_fault("lead_query", status=429, retry_after=1, times=n)
     stack.admin.add_fault("lead_create_multiple", status=500, times=n)
     stack.admin.add_fault("lead_query", status=503, times=n)
     stack.admin.add_fault("lead_create_multiple", drop_after_commit=True, times=n)
@@ -29,7 +32,7 @@ def test_bulk_429_storm_5xx_and_lost_responses(start_stack: Callable[..., Stack]
     push_batch(stack, domains)
     assert_exactly_once(stack, domains, timeout=60 + size / 4)
     routes = stack.admin.routes()
-    assert sum(by.get("429", 0) for by in routes.values()) >= n  # the storm did happen
+    assert sum(by.get("429", 0) for by in routes.values()) >= 2 * n  # the storm did happen
     assert routes["lead_create_multiple"].get("0", 0) == n  # committed, then the response was lost
     assert "lead_create" not in routes and "lead_upsert" not in routes  # every create was a CreateMultiple
 
