@@ -13,6 +13,9 @@
    `send_message` loop in the same run.
 4. Cold start: `import function_app` time and peak memory in a fresh interpreter, and the
    number of network calls it makes (audited, must be 0).
+5. Issue 15 (`--only single,bulk,peer`, one run, the same limits): the single path at the request
+   ceiling, the bulk path at the execution-time ceiling, and Microsoft's SDK as a peer — see
+   `benchmarks/bulk.py`.
 
 Everything runs on loopback: Azurite, the simulator and the host are child processes.
 """
@@ -37,6 +40,7 @@ from typing import Any
 import requests
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from benchmarks import bulk
 from devstack.processes import ROOT, ProcessGroup, api_token, easy_auth_settings, simulator_env
 from devstack.simulator import DEFAULT_SECRET, SimulatorAdmin
 from devstack.simulator.directory import OPERATOR_CLIENT_ID, OPERATOR_SECRET
@@ -166,6 +170,7 @@ def throughput(
         connection,
         info,
         HUNTER_D365_DOMAIN_KEY="true",
+        HUNTER_D365_BULK_SIZE="1",  # this section measures the single path (one message per lead)
         HUNTER_D365_RETRY_BASE_SECONDS="0.5",
         HUNTER_D365_RETRY_CAP_SECONDS="30",
         HUNTER_D365_RETRY_JITTER_SECONDS="0.5",
@@ -389,8 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="cold,calls,idle,throughput,batch",
-        help="comma-separated sections to run (cold, calls, idle, throughput, batch); default all",
+        help="comma-separated sections to run (cold, calls, idle, throughput, batch; and single, bulk, peer, "
+        "which run against Dataverse's documented limits scaled by --limit-scale); default the first five",
     )
+    parser.add_argument(
+        "--limit-scale", type=float, default=0.1, help="both documented limits × this (single/bulk/peer)"
+    )
+    parser.add_argument("--limit-window", type=float, default=10.0, help="sliding window, s (single/bulk/peer)")
+    parser.add_argument("--single-leads", type=int, default=200)
+    parser.add_argument("--bulk-leads", type=int, default=3000)
+    parser.add_argument("--bulk-size", type=int, default=100, help="leads per bulk message / SDK chunk")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the app's own events would drown the figures
@@ -417,6 +430,23 @@ def main(argv: list[str] | None = None) -> int:
         if "batch" in sections:
             print("batch intake…", flush=True)
             figures["batch intake"] = batch_intake(group, connection, info)
+        if sections & {"single", "bulk", "peer"}:
+            figures["simulated limits and cost model"] = bulk.model(args)
+        if "single" in sections:
+            print(f"single path: {args.single_leads} leads…", flush=True)
+            figures["single path at the request ceiling"] = bulk.single_path(
+                group, connection, info, admin, args, app_env
+            )
+        if "bulk" in sections:
+            print(f"bulk path: {args.bulk_leads} leads…", flush=True)
+            figures["bulk path at the execution-time ceiling"] = bulk.bulk_path(
+                group, connection, info, admin, args, app_env
+            )
+        if "peer" in sections:
+            print(f"peer (Microsoft's SDK): {args.bulk_leads} leads…", flush=True)
+            figures["peer: Microsoft's Dataverse SDK from a script"] = bulk.sdk_peer(info, admin, args)
+        if sections & {"single", "bulk", "peer"}:
+            figures["issue 15 ratios (same run)"] = bulk.comparison(figures)
     finally:
         group.stop()
     report(figures)

@@ -1,4 +1,8 @@
-"""A small OData `$filter` parser for the simulator: `eq`/`ne` comparisons joined by `and`/`or`.
+"""A small OData `$filter` parser for the simulator: `eq`/`ne` comparisons joined by `and`/`or`,
+and Dataverse's `Microsoft.Dynamics.CRM.In(PropertyName='col',PropertyValues=['a','b'])` query
+function (Microsoft Learn, Web API function reference "In Function": "Query function that evaluates
+whether the value exists in a list of values"; parameters PropertyName Edm.String and
+PropertyValues Collection(Edm.String)).
 
 Literals are parsed the way Dataverse does: single-quoted, a doubled quote stands for one quote,
 and an unterminated literal is a syntax error. Comparisons of strings are case-insensitive.
@@ -21,7 +25,9 @@ class UnknownColumn(ValueError):
     """The filter names a column the entity does not have."""
 
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Dots join the namespace of a query function's name (`Microsoft.Dynamics.CRM.In`).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+QUERY_FUNCTION_IN = "microsoft.dynamics.crm.in"
 # A GUID is written unquoted in an OData filter (`leadid eq 8f2e…`), as Dataverse expects for
 # uniqueidentifier columns (Microsoft Learn, "Filter rows" in the Web API query guide).
 _GUID_LITERAL = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}(?![0-9A-Za-z_-])")
@@ -40,7 +46,7 @@ def tokenize(text: str) -> list[tuple[str, Any]]:
         char = text[i]
         if char.isspace():
             i += 1
-        elif char in "()":
+        elif char in "()[],=":
             tokens.append((char, char))
             i += 1
         elif char == "'":
@@ -137,6 +143,10 @@ class _Parser:
             return inner
         if kind != "name":
             raise FilterSyntaxError(f"Syntax error: column name expected in '{self.text}'.")
+        if value.lower() == QUERY_FUNCTION_IN:
+            return self.function_in()
+        if "." in value:
+            raise FilterSyntaxError(f"Syntax error: unknown function '{value}' in '{self.text}'.")
         column = value.lower()
         if column not in self.columns:
             raise UnknownColumn(column)
@@ -150,6 +160,49 @@ class _Parser:
             raise FilterSyntaxError(f"Syntax error: a literal expected in '{self.text}'.")
         negate = op.lower() == "ne"
         return lambda record: _equals(record.get(column), literal) != negate
+
+    def _expect(self, kind: str) -> Any:
+        token = self._take()
+        if token[0] != kind:
+            raise FilterSyntaxError(f"Syntax error: '{kind}' expected in '{self.text}'.")
+        return token[1]
+
+    def function_in(self) -> Predicate:
+        """`(PropertyName='col',PropertyValues=['a',…])`, the parameters in either order."""
+        self._expect("(")
+        arguments: dict[str, Any] = {}
+        while True:
+            name = str(self._expect("name"))
+            self._expect("=")
+            if name == "PropertyName":
+                arguments[name] = self._expect("string")
+            elif name == "PropertyValues":
+                arguments[name] = self._string_list()
+            else:
+                raise FilterSyntaxError(f"Syntax error: unknown parameter '{name}' of In in '{self.text}'.")
+            if self._take()[0] == ")":
+                break
+        if set(arguments) != {"PropertyName", "PropertyValues"}:
+            raise FilterSyntaxError(f"Syntax error: In needs PropertyName and PropertyValues in '{self.text}'.")
+        column = str(arguments["PropertyName"]).lower()
+        if column not in self.columns:
+            raise UnknownColumn(column)
+        wanted = {str(value).casefold() for value in arguments["PropertyValues"]}
+        return lambda record: isinstance(record.get(column), str) and record[column].casefold() in wanted
+
+    def _string_list(self) -> list[str]:
+        self._expect("[")
+        values: list[str] = []
+        if self._peek() == ("]", "]"):
+            self._take()
+            return values
+        while True:
+            values.append(str(self._expect("string")))
+            separator = self._take()[0]
+            if separator == "]":
+                return values
+            if separator != ",":
+                raise FilterSyntaxError(f"Syntax error: ',' or ']' expected in '{self.text}'.")
 
 
 def _equals(actual: Any, literal: Any) -> bool:

@@ -102,6 +102,10 @@ class Settings:
     storage_queue_service_uri: str
     storage_table_service_uri: str
     storage_client_id: str
+    # Leads per bulk message (HUNTER_D365_BULK_SIZE): push-leads packs its leads into messages of
+    # this many, each pushed with one lookup and one CreateMultiple (bulk-operations.md recommends
+    # 100-1000 per call on standard tables); 1 sends one single-lead message per lead instead.
+    bulk_size: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -154,6 +158,7 @@ class Settings:
             storage_queue_service_uri=env.get("AzureWebJobsStorage__queueServiceUri", "").strip(),
             storage_table_service_uri=env.get("AzureWebJobsStorage__tableServiceUri", "").strip(),
             storage_client_id=env.get("AzureWebJobsStorage__clientId", "").strip(),
+            bulk_size=int(_number(env, "HUNTER_D365_BULK_SIZE", 100.0, minimum=1.0)),
         )
         settings.validate()
         return settings
@@ -190,6 +195,8 @@ class Settings:
                 "AzureWebJobsStorage: required (a connection string, or "
                 "AzureWebJobsStorage__queueServiceUri and __tableServiceUri for identity access)"
             )
+        if self.bulk_size > 1000:
+            raise ConfigError("HUNTER_D365_BULK_SIZE: at most 1000 leads per CreateMultiple (bulk-operations.md)")
         if self.storage_queue_service_uri and not self.storage_table_service_uri:
             raise ConfigError("AzureWebJobsStorage__tableServiceUri: required with __queueServiceUri")
 

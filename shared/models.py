@@ -373,6 +373,129 @@ NOT_SYNCED, QUEUED, SYNCING, RETRYING, SYNCED, ERROR = SyncStatus
 CREATED, RECREATED, ALREADY_EXISTS, SKIPPED, FAILED = Outcome
 
 
+BATCH_SCHEMA_VERSION = 2
+BATCH_FIELDS = ("schema_version", "leads", "attempt", "failed_deliveries", "correlation_id", "enqueued_at")
+BATCH_LEAD_FIELDS = (*LEAD_FIELDS, "correlation_id")
+
+
+@dataclass(frozen=True)
+class LeadBatch:
+    """A bulk message (`schema_version: 2`): many leads, pushed with one lookup and one
+    `CreateMultiple`, within a queue message's 64 KiB (48 KiB of JSON before base64). Each lead
+    keeps its own correlation id; the envelope counts attempts and failed deliveries for the whole
+    message. The single-lead message (`schema_version: 1`, `LeadPush`) is unchanged."""
+
+    leads: tuple[LeadPush, ...]
+    schema_version: int = BATCH_SCHEMA_VERSION
+    attempt: int = 0
+    failed_deliveries: int = 0
+    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    enqueued_at: str | None = None
+
+    @classmethod
+    def from_message(cls, data: object) -> tuple[LeadBatch, list[tuple[int, object, InputError]]]:
+        """Validate a bulk message: the batch of its valid leads, and (index, item, error) for
+        each invalid one — a bad lead is refused alone, never with the others.
+
+        Raises:
+            InputError: the envelope is invalid (not an object, wrong version, bad counters,
+                `leads` not a non-empty array).
+        """
+        if not isinstance(data, dict):
+            raise InputError("the message must be a JSON object", code="invalid_message")
+        if data.get("schema_version") != BATCH_SCHEMA_VERSION or isinstance(data.get("schema_version"), bool):
+            raise InputError(f"must be {BATCH_SCHEMA_VERSION}", field="schema_version", code="unsupported_schema")
+        unknown = sorted(set(data) - set(BATCH_FIELDS))
+        if unknown:
+            raise InputError("is not a known message field", field=printable(unknown[0]), code="unknown_field")
+        items = data.get("leads")
+        if not isinstance(items, list) or not items:
+            raise InputError("must be a non-empty array of leads", field="leads", code="invalid_message")
+        correlation = data.get("correlation_id") or uuid.uuid4().hex
+        if not isinstance(correlation, str) or not is_correlation_id(correlation):
+            raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="correlation_id")
+        attempt = _counter(data, "attempt")
+        failed = _counter(data, "failed_deliveries")
+        enqueued_at = iso(parse_iso(data.get("enqueued_at")))
+        leads: list[LeadPush] = []
+        refused: list[tuple[int, object, InputError]] = []
+        for index, item in enumerate(items):
+            try:
+                leads.append(_batch_lead(item, f"{correlation[:120]}.{index}"))
+            except InputError as exc:
+                refused.append((index, item, exc))
+        batch = cls(tuple(leads), BATCH_SCHEMA_VERSION, attempt, failed, correlation, enqueued_at)
+        return batch, refused
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a JSON-ready dict: each lead's fields and correlation id, no envelope
+        fields inside the leads."""
+        envelope = {"attempt", "failed_deliveries", "enqueued_at", "schema_version"}
+        leads = [
+            {key: value for key, value in lead.to_dict().items() if key not in envelope and value is not False}
+            for lead in self.leads
+        ]
+        body: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "correlation_id": self.correlation_id,
+            "attempt": self.attempt,
+            "failed_deliveries": self.failed_deliveries,
+            "enqueued_at": self.enqueued_at,
+            "leads": leads,
+        }
+        return {key: value for key, value in body.items() if value is not None}
+
+    def to_json(self) -> str:
+        """The queue message body (the queue client base64-encodes it)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def with_leads(self, leads: list[LeadPush] | tuple[LeadPush, ...], attempt: int | None = None) -> LeadBatch:
+        """A copy holding `leads` (and `attempt`, when given)."""
+        return replace(self, leads=tuple(leads), attempt=self.attempt if attempt is None else attempt)
+
+    def single(self, lead: LeadPush) -> LeadPush:
+        """`lead` as a single-lead message carrying this batch's counters (for the poison queue,
+        where the replay endpoint reads single-lead messages)."""
+        return replace(
+            lead,
+            schema_version=SCHEMA_VERSION,
+            attempt=self.attempt,
+            failed_deliveries=self.failed_deliveries,
+            enqueued_at=self.enqueued_at,
+        )
+
+
+def _batch_lead(item: object, default_correlation: str) -> LeadPush:
+    if not isinstance(item, dict):
+        raise InputError("each lead must be a JSON object", code="invalid_body")
+    unknown = sorted(set(item) - set(BATCH_LEAD_FIELDS))
+    if unknown:
+        raise InputError("is not a known lead field", field=printable(unknown[0]), code="unknown_field")
+    correlation = item.get("correlation_id") or default_correlation
+    if not isinstance(correlation, str) or not is_correlation_id(correlation):
+        raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="correlation_id")
+    return replace(LeadPush._validated(item), correlation_id=correlation)
+
+
+def parse_message(body: bytes) -> LeadPush | tuple[LeadBatch, list[tuple[int, object, InputError]]]:
+    """A queue message body as a single lead (version 1) or a batch (version 2, with its refused
+    items).
+
+    Raises:
+        InputError: too large, not UTF-8, not JSON, or not a valid message of either version.
+    """
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise InputError(f"message is larger than {MAX_MESSAGE_BYTES} bytes", code="too_large")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("message is not UTF-8 text", code="invalid_encoding") from None
+    data = parse_json(text, "message")
+    if isinstance(data, dict) and data.get("schema_version") == BATCH_SCHEMA_VERSION:
+        return LeadBatch.from_message(data)
+    return LeadPush.from_message(data)
+
+
 @dataclass(frozen=True)
 class SyncState:
     """What the app knows about one domain's lead (a row of the state table)."""

@@ -151,18 +151,7 @@ def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 1
     Raises:
         azure.core.exceptions.AzureError: the state table could not be read (nothing enqueued).
     """
-    known = services.state.get_many([lead.domain for lead in leads])
-    answers: dict[int, Accepted] = {}
-    stale: list[tuple[int, LeadPush, SyncState]] = []
-    for index, lead in enumerate(leads):
-        state = known.get(lead.domain)
-        if state is None or not services.state.is_synced(state) or lead.d365_lead_id not in (None, state.d365_lead_id):
-            continue
-        if not lead.force and _verified_recently(state, services):
-            answers[index] = _skipped(lead, state, state.last_verified_at, services)
-        else:
-            stale.append((index, lead, state))
-    answers.update(_verify_at_intake(stale, services))
+    known, answers = intake_skips(leads, services)
 
     def enqueue(entry: tuple[int, LeadPush]) -> tuple[int, Accepted]:
         index, lead = entry
@@ -182,6 +171,28 @@ def accept_batch(leads: list[LeadPush], services: Services, concurrency: int = 1
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         answers.update(pool.map(enqueue, todo))
     return [answers[index] for index in range(len(leads))]
+
+
+def intake_skips(leads: list[LeadPush], services: Services) -> tuple[dict[str, SyncState], dict[int, Accepted]]:
+    """The states of `leads`' domains, and the answers (`skipped`) for the leads a batch need not
+    enqueue: synced domains verified within the TTL, and those verified now (see `accept_batch`).
+
+    Raises:
+        azure.core.exceptions.AzureError: the state table could not be read.
+    """
+    known = services.state.get_many([lead.domain for lead in leads])
+    answers: dict[int, Accepted] = {}
+    stale: list[tuple[int, LeadPush, SyncState]] = []
+    for index, lead in enumerate(leads):
+        state = known.get(lead.domain)
+        if state is None or not services.state.is_synced(state) or lead.d365_lead_id not in (None, state.d365_lead_id):
+            continue
+        if not lead.force and _verified_recently(state, services):
+            answers[index] = _skipped(lead, state, state.last_verified_at, services)
+        else:
+            stale.append((index, lead, state))
+    answers.update(_verify_at_intake(stale, services))
+    return known, answers
 
 
 def _verified_recently(state: SyncState, services: Services) -> bool:

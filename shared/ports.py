@@ -106,6 +106,14 @@ class Dataverse(Protocol):
         """The id of the lead with alternate key `column=value`."""
         ...
 
+    def find_many(self, column: str, values: list[str], correlation_id: str | None = None) -> dict[str, str]:
+        """Ids of the leads whose `column` equals one of `values`, by case-folded value."""
+        ...
+
+    def create_many(self, payloads: list[dict[str, Any]], correlation_id: str | None = None) -> list[str]:
+        """Create leads in one all-or-nothing `CreateMultiple`; their ids in order."""
+        ...
+
     def create_lead(self, payload: dict[str, Any], correlation_id: str | None = None) -> str:
         """Create a lead; its id."""
         ...

@@ -10,6 +10,7 @@ from requests.adapters import HTTPAdapter
 from shared.config import Settings, get_settings
 from shared.dataverse import DataverseClient, ManagedIdentityTokenProvider, MsalTokenProvider, TokenProvider
 from shared.dataverse.auth import SecretSource, StaticSecret
+from shared.pacing import Pacer
 from shared.pipeline import Services
 from shared.secrets import KeyVaultSecret, app_credential
 from shared.state import StateStore
@@ -57,6 +58,7 @@ def build_services(settings: Settings) -> Services:
         settings.api_version,
         settings.http_timeout_seconds,
         settings.dataverse_concurrency,
+        Pacer(),
     )
     store = StateStore(state_table(settings), settings.claim_lease_seconds)
     return Services(settings=settings, dataverse=client, state=store, queues=Queues(settings))

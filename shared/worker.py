@@ -1,4 +1,5 @@
-"""The queue trigger: one message in → `pipeline.process`. Bad messages and Dataverse failures
+"""The queue trigger: one message in → `bulk.process_message` (a bulk message, version 2, is pushed
+by `bulk`; a single-lead message, version 1, goes to `pipeline.process` as before). Bad messages and Dataverse failures
 are handled inside the pipeline (retry by delayed re-enqueue, or the poison queue); an exception
 escapes only when storage itself fails (an `AzureError`) or a state write breaks the transition
 table (`ForbiddenTransition`, a bug), and then the host's own retry and poison queue apply —
@@ -18,7 +19,7 @@ import logging
 
 import azure.functions as func
 
-from shared.pipeline import process
+from shared.bulk import process_message
 from shared.services import get_services
 
 logger = logging.getLogger(__name__)
@@ -33,5 +34,5 @@ bp = func.Blueprint()
 )
 def push_worker(msg: func.QueueMessage) -> None:
     """Push the lead in `msg` to Dataverse."""
-    result = process(msg.get_body(), get_services(), dequeue_count=msg.dequeue_count or 1)
+    result = process_message(msg.get_body(), get_services(), dequeue_count=msg.dequeue_count or 1)
     logger.debug("d365_message_processed", extra={"action": result.action, "message_id": msg.id})

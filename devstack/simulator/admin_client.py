@@ -39,7 +39,8 @@ class SimulatorAdmin:
         return list(self._call("GET", "leads")["value"])
 
     def counters(self) -> dict[str, Any]:
-        """`{"routes": {route: {status: n}}, "total": n, "max_concurrent_seen": n}`."""
+        """`{"routes": {route: {status: n}}, "total": n, "max_concurrent_seen": n, "execution_ms": ms}`
+        (execution time charged by the service-protection model since the last reset)."""
         return dict(self._call("GET", "counters"))
 
     def routes(self) -> dict[str, dict[str, int]]:
@@ -92,8 +93,13 @@ class SimulatorAdmin:
         window_seconds: float = 300.0,
         max_concurrent: int = 0,
         concurrent_retry_after: float = 1.0,
+        max_execution_ms: float = 0.0,
+        request_cost_ms: float = 0.0,
+        record_cost_ms: float = 0.0,
+        execute: bool = False,
     ) -> dict[str, Any]:
-        """Service-protection limits (0: off); returns them."""
+        """Service-protection limits (0: off) and the execution-time cost model (see
+        `state.Limits`; `Limits.documented(scale, window)` gives Dataverse's); returns them."""
         return dict(
             self._call(
                 "POST",
@@ -103,6 +109,10 @@ class SimulatorAdmin:
                     "window_seconds": window_seconds,
                     "max_concurrent": max_concurrent,
                     "concurrent_retry_after": concurrent_retry_after,
+                    "max_execution_ms": max_execution_ms,
+                    "request_cost_ms": request_cost_ms,
+                    "record_cost_ms": record_cost_ms,
+                    "execute": execute,
                 },
             )
         )

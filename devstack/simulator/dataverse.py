@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 API_PREFIX = "/api/data/v9.2/"
 _GUID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"
 _BAD_PAYLOAD = "Error identified in Payload provided by the user for Entity :'leads'."
+# The collection-bound bulk action (bulk-operations.md, "CreateMultiple", Web API tab).
+CREATE_MULTIPLE = "leads/Microsoft.Dynamics.CRM.CreateMultiple"
+LEAD_TYPE = "Microsoft.Dynamics.CRM.lead"
+_DUPLICATE_KEY = (
+    "A record that has the attribute values Domain already exists. "
+    "The entity key hnt_domainkey requires that this set of attributes contains unique values."
+)
 
 Handler = Callable[["Simulator", Request, dict[str, Any]], Response]
 
@@ -37,6 +44,8 @@ def route(method: str, path: str) -> tuple[str, Handler]:
         return "metadata", metadata
     if rest == "leads":
         return ("lead_create", create) if method == "POST" else ("lead_query", query_leads)
+    if rest == CREATE_MULTIPLE and method == "POST":
+        return "lead_create_multiple", create_multiple
     if re.fullmatch(rf"leads\({_GUID}\)", rest):
         return ("lead_delete", delete) if method == "DELETE" else ("lead_get", get)
     if rest.startswith("leads(") and rest.endswith(")"):
@@ -66,6 +75,7 @@ def _serve(sim: Simulator, request: Request) -> Response:
     if throttled is not None:
         sim.count(name, 429)
         return odata_error(429, throttled.code, throttled.message, {"Retry-After": seconds(throttled.retry_after)})
+    records = 0
     try:
         fault = sim.take_fault(name)
         delay = sim.latency_ms + (fault.latency_ms if fault else 0.0)
@@ -75,11 +85,15 @@ def _serve(sim: Simulator, request: Request) -> Response:
             response = fault_response(sim, fault)
         else:
             response = handler(sim, request, claims)
+            records = response.records
+            busy = sim.execution_cost(records)
+            if busy:
+                time.sleep(busy)  # the server works for as long as it charges
             if fault and fault.drop_after_commit:
                 sim.count(name, 0, request_id)
                 return Response(0, drop=True)
     finally:
-        sim.release()
+        sim.release(records)
     sim.count(name, response.status, request_id)
     return response
 
@@ -97,12 +111,9 @@ def fault_response(sim: Simulator, fault: Fault) -> Response:
     if fault.retry_after is not None or fault.status == 429:
         headers["Retry-After"] = seconds(fault.retry_after if fault.retry_after is not None else 1)
     if fault.status == 429:
-        return odata_error(
-            429,
-            fault.code or "0x80072322",
-            "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-            headers,
-        )
+        # As Dataverse would say it: the message names the limits in force.
+        code = fault.code or "0x80072322"
+        return odata_error(429, code, sim.limit_message(code), headers)
     if fault.status == 401:
         return Response(401, b"", {"WWW-Authenticate": challenge(sim)})
     messages = {500: "An unexpected error occurred.", 503: "The service is temporarily unavailable."}
@@ -192,13 +203,47 @@ def create(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response
         return error or odata_error(400, "0x0", "invalid body")
     record = sim.create_lead(fields)
     if record is None:
-        return odata_error(
-            412,
-            "0x80060892",
-            "A record that has the attribute values Domain already exists. "
-            "The entity key hnt_domainkey requires that this set of attributes contains unique values.",
-        )
-    return _created(sim, request, record)
+        return _written(odata_error(412, "0x80060892", _DUPLICATE_KEY), 1)
+    return _written(_created(sim, request, record), 1)
+
+
+def _written(response: Response, records: int) -> Response:
+    response.records = records
+    return response
+
+
+def create_multiple(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
+    """POST leads/Microsoft.Dynamics.CRM.CreateMultiple `{"Targets": [{…, "@odata.type":
+    "Microsoft.Dynamics.CRM.lead"}]}` → 200 `{"@odata.context", "Ids": [...]}` (bulk-operations.md).
+
+    `lead` is a standard table, so the call is all or nothing ("Any error that occurs in a bulk
+    operation with a standard table causes the entire operation to roll back"): the first invalid
+    target, or an alternate-key value already held or repeated within `Targets`, fails it and
+    nothing is created. Each target must carry `@odata.type` ("You must set the `@odata.type`
+    property for each item in the `Targets` parameter")."""
+    try:
+        data = json.loads(request.body or b"null")
+    except ValueError:
+        return odata_error(400, "0x80048d19", _BAD_PAYLOAD)
+    targets = data.get("Targets") if isinstance(data, dict) else None
+    if not isinstance(targets, list) or not targets:
+        return odata_error(400, "0x80048d19", "Targets: a non-empty collection of leads is required.")
+    fields_list: list[dict[str, Any]] = []
+    for index, target in enumerate(targets):
+        if not isinstance(target, dict) or target.get("@odata.type") != LEAD_TYPE:
+            return _written(
+                odata_error(400, "0x80048d19", f"Targets[{index}]: '@odata.type' must be '{LEAD_TYPE}' for a lead."),
+                index + 1,
+            )
+        fields, error = validate_lead(target)
+        if error is not None or fields is None:
+            return _written(error or odata_error(400, "0x0", "invalid body"), index + 1)
+        fields_list.append(fields)
+    ids, failed = sim.create_leads(fields_list)
+    if ids is None:
+        return _written(odata_error(412, "0x80060892", _DUPLICATE_KEY), failed + 1)
+    body = {"@odata.context": f"{sim.base_url}{API_PREFIX}$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse"}
+    return _written(json_response(200, {**body, "Ids": ids}), len(ids))
 
 
 def _created(sim: Simulator, request: Request, record: dict[str, Any], entity_url: str | None = None) -> Response:
@@ -297,7 +342,7 @@ def upsert(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response
     if outcome == "missing" or record is None:
         return odata_error(404, "0x80040217", f"lead With Id = {KEY_COLUMN}={value} Does Not Exist")
     if outcome == "created":
-        return _created(sim, request, record, entity_url)
+        return _written(_created(sim, request, record, entity_url), 1)
     if "return=representation" in (request.header("Prefer") or ""):
-        return json_response(200, select(record, request.query.get("$select")))
-    return Response(204, b"", {"OData-EntityId": entity_url})
+        return _written(json_response(200, select(record, request.query.get("$select"))), 1)
+    return _written(Response(204, b"", {"OData-EntityId": entity_url}), 1)

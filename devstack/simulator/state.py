@@ -64,14 +64,60 @@ class Fault:
     code: str = ""
 
 
+# Dataverse's service-protection limits, per user per web server, over a 300-second sliding window
+# (Microsoft Learn, "Service protection API limits", api-limits.md, table "Limit per web server"):
+# 6000 requests, 1200 s (20 minutes) of combined execution time, 52 concurrent requests.
+DOCUMENTED_WINDOW_SECONDS = 300.0
+DOCUMENTED_MAX_REQUESTS = 6000
+DOCUMENTED_MAX_EXECUTION_MS = 1_200_000.0
+DOCUMENTED_MAX_CONCURRENT = 52
+# Execution time a request costs. Microsoft publishes no per-operation cost, only the timings of
+# its BulkOperations samples on a standard table (microsoft/PowerApps-Samples, dataverse/…/
+# BulkOperations READMEs; bulk-operations.md links them): 100 records one Create at a time ≈ 10 s,
+# one CreateMultiple of 100 ≈ 1 s. Solving cost = request + n·record for both: request ≈ 90.9 ms,
+# record ≈ 9.1 ms. A query is charged the per-request cost (no record is written).
+REQUEST_COST_MS = 1000.0 / 11  # 90.9 ms
+RECORD_COST_MS = 100.0 / 11  # 9.1 ms
+
+
 @dataclass
 class Limits:
-    """Service-protection limits (per simulator, as Dataverse has them per user and server)."""
+    """Service-protection limits (per simulator, as Dataverse has them per user and server).
+
+    Every limit is 0 (off) unless set. `max_requests` and `max_execution_ms` count over the
+    sliding `window_seconds`; scale them together (`Limits.documented(scale, window)`) to keep
+    Dataverse's ratio of 6000 requests to 1200 s. A request's execution time is
+    `request_cost_ms + record_cost_ms × records written`; with `execute` the request also takes
+    that long (the server is busy for it), else it is only charged."""
 
     max_requests: int = 0  # 0: off
     window_seconds: float = 300.0
     max_concurrent: int = 0  # 0: off
     concurrent_retry_after: float = 1.0
+    max_execution_ms: float = 0.0  # 0: off
+    request_cost_ms: float = 0.0
+    record_cost_ms: float = 0.0
+    execute: bool = False
+
+    @classmethod
+    def documented(cls, scale: float = 1.0, window_seconds: float = DOCUMENTED_WINDOW_SECONDS) -> Limits:
+        """Dataverse's documented limits and the sample-derived costs, with both window limits
+        multiplied by `scale` and by `window_seconds / 300` (so the rates scale by `scale` alone),
+        52 concurrent requests, and requests taking their execution time."""
+        factor = scale * window_seconds / DOCUMENTED_WINDOW_SECONDS
+        return cls(
+            max_requests=max(1, round(DOCUMENTED_MAX_REQUESTS * factor)),
+            window_seconds=window_seconds,
+            max_concurrent=DOCUMENTED_MAX_CONCURRENT,
+            max_execution_ms=DOCUMENTED_MAX_EXECUTION_MS * factor,
+            request_cost_ms=REQUEST_COST_MS,
+            record_cost_ms=RECORD_COST_MS,
+            execute=True,
+        )
+
+    def cost_ms(self, records: int) -> float:
+        """The execution time charged for one request that wrote `records` records."""
+        return self.request_cost_ms + self.record_cost_ms * records
 
 
 @dataclass(frozen=True)
@@ -143,6 +189,9 @@ class Simulator:
             self.latency_ms = 0.0
             self._counters: collections.Counter[tuple[str, int]] = collections.Counter()
             self._window: collections.deque[float] = collections.deque()
+            self._executed: collections.deque[tuple[float, float]] = collections.deque()
+            self._executed_ms = 0.0
+            self._executed_total_ms = 0.0
             self._inflight = 0
             self._max_inflight_seen = 0
             self._version = 1000
@@ -399,11 +448,37 @@ class Simulator:
         with self._lock:
             self._limits = limits
             self._window.clear()
+            self._executed.clear()
+            self._executed_ms = 0.0
             return asdict(limits)
+
+    def limit_message(self, code: str) -> str:
+        """The message Dataverse sends with a service-protection 429 of `code` (api-limits.md),
+        naming the limits in force (the documented defaults when none are set)."""
+        with self._lock:
+            limits = self._limits
+        window = limits.window_seconds if (limits.max_requests or limits.max_execution_ms) else 300.0
+        if code == "0x80072321":
+            budget = limits.max_execution_ms or DOCUMENTED_MAX_EXECUTION_MS
+            return (
+                f"Combined execution time of incoming requests exceeded limit of {budget:,.0f} milliseconds over "
+                f"time window of {window:g} seconds. Decrease number of concurrent requests or reduce the "
+                "duration of requests and try again later."
+            )
+        if code == "0x80072326":
+            return f"Number of concurrent requests exceeded the limit of {limits.max_concurrent or 52}."
+        requests = limits.max_requests or DOCUMENTED_MAX_REQUESTS
+        return f"Number of requests exceeded the limit of {requests} over time window of {window:g} seconds."
 
     def admit(self) -> Throttled | None:
         """Apply service-protection limits to one Dataverse request: None when admitted (then
-        `release` must follow), else why it is refused."""
+        `release` must follow), else why it is refused.
+
+        As api-limits.md describes: exceeding the concurrent limit is refused at once; the two
+        window limits refuse a request once the preceding `window_seconds` already hold the
+        limit's worth of requests or of execution time (which is charged when a request ends, so
+        work in flight can carry the total past the limit, as in Dataverse). Retry-After is the
+        time until the window has room again. Codes and messages are api-limits.md's."""
         with self._lock:
             limits = self._limits
             moment = now()
@@ -413,25 +488,58 @@ class Simulator:
                     f"Number of concurrent requests exceeded the limit of {limits.max_concurrent}.",
                     limits.concurrent_retry_after,
                 )
-            if limits.max_requests:
-                while self._window and self._window[0] <= moment - limits.window_seconds:
-                    self._window.popleft()
-                if len(self._window) >= limits.max_requests:
-                    return Throttled(
-                        "0x80072322",
-                        f"Number of requests exceeded the limit of {limits.max_requests} over time "
-                        f"window of {limits.window_seconds:g} seconds.",
-                        self._window[0] + limits.window_seconds - moment,
-                    )
-                self._window.append(moment)
+            horizon = moment - limits.window_seconds
+            while self._window and self._window[0] <= horizon:
+                self._window.popleft()
+            while self._executed and self._executed[0][0] <= horizon:
+                self._executed_ms -= self._executed.popleft()[1]
+            if limits.max_requests and len(self._window) >= limits.max_requests:
+                return Throttled(
+                    "0x80072322",
+                    f"Number of requests exceeded the limit of {limits.max_requests} over time "
+                    f"window of {limits.window_seconds:g} seconds.",
+                    self._window[0] + limits.window_seconds - moment,
+                )
+            if limits.max_execution_ms and self._executed_ms >= limits.max_execution_ms:
+                return Throttled(
+                    "0x80072321",
+                    f"Combined execution time of incoming requests exceeded limit of "
+                    f"{limits.max_execution_ms:,.0f} milliseconds over time window of "
+                    f"{limits.window_seconds:g} seconds. Decrease number of concurrent requests or "
+                    "reduce the duration of requests and try again later.",
+                    self._execution_room(limits) - moment,
+                )
+            self._window.append(moment)
             self._inflight += 1
             self._max_inflight_seen = max(self._max_inflight_seen, self._inflight)
         return None
 
-    def release(self) -> None:
-        """One admitted Dataverse request has finished."""
+    def _execution_room(self, limits: Limits) -> float:
+        """When enough execution time leaves the window for the total to drop below the limit."""
+        total = self._executed_ms
+        for at, cost in self._executed:
+            total -= cost
+            if total < limits.max_execution_ms:
+                return at + limits.window_seconds
+        return now()
+
+    def execution_cost(self, records: int) -> float:
+        """Seconds a request that writes `records` records takes, when limits say requests take
+        their execution time (else 0)."""
+        with self._lock:
+            limits = self._limits
+            return limits.cost_ms(records) / 1000 if limits.execute else 0.0
+
+    def release(self, records: int = 0) -> None:
+        """One admitted Dataverse request has finished, having written `records` records: its
+        execution time is charged to the window now."""
         with self._lock:
             self._inflight -= 1
+            cost = self._limits.cost_ms(records)
+            if cost:
+                self._executed.append((now(), cost))
+                self._executed_ms += cost
+                self._executed_total_ms += cost
 
     def count(self, route: str, status: int, request_id: str | None = None) -> None:
         """Record one answered request (and, for the last 500, its client request id)."""
@@ -450,6 +558,7 @@ class Simulator:
                 "routes": routes,
                 "total": sum(self._counters.values()),
                 "max_concurrent_seen": self._max_inflight_seen,
+                "execution_ms": round(self._executed_total_ms, 1),
             }
 
     def recent_requests(self) -> list[dict[str, Any]]:
@@ -482,6 +591,23 @@ class Simulator:
             if self.alternate_key and isinstance(key, str) and self._by_key(key) is not None:
                 return None
             return self.store_lead(fields)
+
+    def create_leads(self, targets: list[dict[str, Any]]) -> tuple[list[str] | None, int]:
+        """CreateMultiple on a standard table: all or nothing (bulk-operations.md, "On Error
+        behavior with standard tables"). With the alternate key on, a key value that another lead
+        holds, or that two targets share, fails the whole call. Returns (the new ids in order, or
+        None when nothing was created; the index of the offending target, or -1)."""
+        with self._lock:
+            seen: set[str] = set()
+            for index, fields in enumerate(targets):
+                key = fields.get(KEY_COLUMN)
+                if not (self.alternate_key and isinstance(key, str)):
+                    continue
+                folded = key.casefold()
+                if folded in seen or self._by_key(key) is not None:
+                    return None, index
+                seen.add(folded)
+            return [self.store_lead(fields)["leadid"] for fields in targets], -1
 
     def upsert_lead(
         self, key: str, fields: dict[str, Any], if_match: bool = False, if_none_match: bool = False

@@ -36,6 +36,9 @@ class Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    # Records the request wrote (or tried to, before an all-or-nothing call failed): what the
+    # service-protection model charges execution time for. Never sent.
+    records: int = 0
 
 
 def json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> Response:

@@ -23,17 +23,29 @@ from shared.dataverse.auth import TokenProvider
 from shared.dataverse.errors import (
     D365APIError,
     D365Error,
+    D365RateLimitError,
     error_from_response,
     request_sent,
     transport_error,
 )
 from shared.ids import GUID, is_guid
+from shared.pacing import Pacer
 
 logger = logging.getLogger(__name__)
 
 # Ids per verification query: 50 GUID comparisons keep the URL near 3 KB, well inside the URL
 # length Dataverse accepts for a GET (longer queries need `$batch`), in one request each.
 IDS_PER_QUERY = 50
+# Values per `Microsoft.Dynamics.CRM.In(...)` lookup: 100 domains (at most 192 characters each once
+# normalised, typically ~20) keep the URL a few KB, so one bulk message of 100 leads costs one query.
+VALUES_PER_QUERY = 100
+# The collection-bound bulk create (Microsoft Learn, bulk-operations.md, Web API tab): every target
+# must carry `@odata.type`.
+CREATE_MULTIPLE_PATH = "leads/Microsoft.Dynamics.CRM.CreateMultiple"
+LEAD_ODATA_TYPE = "Microsoft.Dynamics.CRM.lead"
+# A bulk create may wait this long for the pacer: a worker thread sleeping beats a trip through the
+# queue, which releases and re-takes 100 claims. A single request waits the pacer's default.
+BULK_MAX_WAIT_SECONDS = 15.0
 _BASE_HEADERS = {
     "Accept": "application/json",
     "OData-MaxVersion": "4.0",
@@ -67,9 +79,12 @@ class DataverseClient:
         api_version: str = "v9.2",
         timeout: float = 30.0,
         max_in_flight: int = 52,
+        pacer: Pacer | None = None,
     ) -> None:
         """`max_in_flight` bounds the requests this client (the process) has open at once: the
         instance's share of Dataverse's 52 concurrent requests per user (`shared/concurrency.py`).
+        `pacer` (one per process) spaces requests under the limits the service reports
+        (`shared/pacing.py`); None sends them as they come.
 
         Raises:
             ValueError: `base_url` is not https (a bearer token must never travel in clear).
@@ -83,6 +98,7 @@ class DataverseClient:
         self._session = session or requests.Session()
         self._timeout = timeout
         self._slots = threading.BoundedSemaphore(max(1, max_in_flight))
+        self.pacer = pacer
         self._latency = threading.local()
 
     @property
@@ -101,11 +117,21 @@ class DataverseClient:
         headers: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
         absent: tuple[int, ...] = (),
+        records: int = 0,
+        max_wait: float | None = None,
     ) -> requests.Response | None:
         """One HTTP call (two when Dataverse refuses the token: a fresh token, sent once more).
-        Returns the response on `ok`, None on `absent`, raises otherwise."""
+        Returns the response on `ok`, None on `absent`, raises otherwise. `records` is how many
+        records the call writes and `max_wait` how long it may wait for the pacer."""
         token = self.tokens.get_token(correlation_id)
-        response = self._send(method, path, token, correlation_id, params, json_body, headers)
+        estimate = self._pace(records, max_wait)
+        try:
+            response = self._send(method, path, token, correlation_id, params, json_body, headers)
+        except D365Error:
+            if self.pacer is not None:
+                # No answer, but the request may have run (and been charged) all the same.
+                self.pacer.spent(self.last_latency_ms, records, estimate)
+            raise
         if response.status_code == 401:
             # A token can be refused before its own expiry (revoked, the application user
             # disabled and enabled again, the secret rotated): renew it and resend once; only a
@@ -120,13 +146,44 @@ class DataverseClient:
             )
             token = self.tokens.renew(token, correlation_id)
             response = self._send(method, path, token, correlation_id, params, json_body, headers)
-        if response.status_code in ok:
-            return response
-        if response.status_code in absent:
-            return None
-        error = error_from_response(response.status_code, response.content, response.headers)
+        error = None
+        if response.status_code not in ok and response.status_code not in absent:
+            error = error_from_response(response.status_code, response.content, response.headers)
+        if self.pacer is not None:
+            if isinstance(error, D365RateLimitError):
+                self.pacer.released(estimate)
+                self.pacer.refused(error.code, error.message, error.retry_after)
+            else:
+                self.pacer.spent(self.last_latency_ms, records, estimate)
+        if error is None:
+            return response if response.status_code in ok else None
         self._log_error(error, method, path, correlation_id)
         raise error
+
+    def _pace(self, records: int = 0, max_wait: float | None = None) -> float:
+        """Wait for the pacer's slot; a wait longer than `max_wait` (the pacer's own by default)
+        is a local 429 (nothing sent). Returns the execution time reserved.
+
+        Raises:
+            D365RateLimitError: status 0, code `paced`, `retry_after` the wait.
+        """
+        if self.pacer is None:
+            return 0.0
+        limit = self.pacer.max_wait if max_wait is None else max_wait
+        waited = 0.0
+        while True:
+            refusals = self.pacer.refusals
+            delay, estimate = self.pacer.wait(records, limit - waited)
+            if delay > limit - waited:
+                raise D365RateLimitError("paced: this process is at the service-protection limit", delay, 0, "paced")
+            if delay > 0:
+                time.sleep(delay)
+                waited += delay
+            if estimate < 0:
+                continue  # nothing reserved: ask again
+            if self.pacer.refusals == refusals:
+                return estimate
+            self.pacer.released(estimate)  # a 429 came while this one slept: a new slot after it
 
     def _send(
         self,
@@ -243,6 +300,62 @@ class DataverseClient:
         assert response is not None
         rows = response.json().get("value", [])
         return str(rows[0]["leadid"]) if rows else None
+
+    def find_many(self, column: str, values: list[str], correlation_id: str | None = None) -> dict[str, str]:
+        """The ids of the leads whose `column` equals one of `values`, by case-folded value: one
+        `Microsoft.Dynamics.CRM.In(PropertyName=…,PropertyValues=[…])` query per
+        `VALUES_PER_QUERY` values (Web API function reference, "In Function"). Values are escaped
+        OData literals. When two leads share a value, the first returned wins.
+
+        Raises:
+            D365Error: a query failed.
+        """
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(value.casefold() for value in values))
+        for start in range(0, len(unique), VALUES_PER_QUERY):
+            chunk = unique[start : start + VALUES_PER_QUERY]
+            literals = ",".join(odata_literal(value) for value in chunk)
+            params = {
+                "$select": f"leadid,{column}",
+                "$filter": f"Microsoft.Dynamics.CRM.In(PropertyName={odata_literal(column)},PropertyValues=[{literals}])",
+            }
+            response = self._request("GET", "leads", correlation_id, params=params, max_wait=BULK_MAX_WAIT_SECONDS)
+            assert response is not None
+            for row in response.json().get("value", []):
+                value = row.get(column)
+                if isinstance(value, str):
+                    found.setdefault(value.casefold(), str(row["leadid"]).lower())
+        return found
+
+    def create_many(self, payloads: list[dict[str, Any]], correlation_id: str | None = None) -> list[str]:
+        """Create many leads in one `CreateMultiple` call; their ids, in order.
+
+        On `lead` (a standard table) the call is all or nothing: any bad record, or an
+        alternate-key value already taken, fails it and nothing is created.
+
+        Raises:
+            D365Error: the call failed (nothing was created), or its response was lost
+            (transient: the leads may exist — look them up before creating again).
+        """
+        targets = [{**payload, "@odata.type": LEAD_ODATA_TYPE} for payload in payloads]
+        response = self._request(
+            "POST",
+            CREATE_MULTIPLE_PATH,
+            correlation_id,
+            json_body={"Targets": targets},
+            records=len(payloads),
+            max_wait=BULK_MAX_WAIT_SECONDS,
+        )
+        assert response is not None
+        ids = response.json().get("Ids")
+        if not isinstance(ids, list) or len(ids) != len(payloads):
+            raise D365APIError(
+                "CreateMultiple answered without one id per record",
+                response.status_code,
+                "no_entity_id",
+                transient=True,
+            )
+        return [str(lead_id).lower() for lead_id in ids]
 
     def get_lead_by_key(self, column: str, value: str, correlation_id: str | None = None) -> str | None:
         """The id of the lead with alternate key `column=value`, else None.

@@ -23,6 +23,9 @@ FAST_RETRIES = {
     "HUNTER_D365_RETRY_CAP_SECONDS": "2",
     "HUNTER_D365_RETRY_JITTER_SECONDS": "0.3",
     "HUNTER_D365_MAX_ATTEMPTS": "25",
+    # One single-lead message per lead: these tests hold the single path to its guarantees; the
+    # bulk path's own versions are in test_bulk_reliability.py.
+    "HUNTER_D365_BULK_SIZE": "1",
 }
 
 

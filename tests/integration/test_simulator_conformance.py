@@ -95,3 +95,36 @@ def test_dataverse_sdk_creates_and_retrieves_a_lead(
     assert found is not None and found["leadid"] == lead_id
     stored = admin.leads()
     assert [lead["leadid"] for lead in stored] == [lead_id]
+
+
+def test_dataverse_sdk_creates_a_list_with_create_multiple(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, admin: SimulatorAdmin
+) -> None:
+    """`records.create(table, [dicts])` is how a script would push leads in bulk with Microsoft's
+    SDK: one CreateMultiple, ids back in order; a refused call raises the SDK's HttpError with the
+    status, Dataverse's code and Retry-After."""
+    from azure.identity import ManagedIdentityCredential
+    from PowerPlatform.Dataverse.client import DataverseClient
+    from PowerPlatform.Dataverse.core.errors import HttpError
+
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{sim.base_url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", DEFAULT_IDENTITY_HEADER)
+    records = [{"subject": f"SDK {i}", "hnt_domain": f"sdk-{i}.example", "leadsourcecode": 8} for i in range(3)]
+    with DataverseClient(sim.base_url, ManagedIdentityCredential()) as client:
+        ids = client.records.create("lead", records)
+        found = client.records.list(
+            "lead",
+            filter="Microsoft.Dynamics.CRM.In(PropertyName='hnt_domain',PropertyValues=['sdk-0.example','sdk-2.example'])",
+            select=["leadid", "hnt_domain"],
+        )
+        listed = {row["hnt_domain"]: row["leadid"] for row in found}
+        admin.set_limits(max_requests=1, window_seconds=60)
+        with pytest.raises(HttpError) as raised:
+            for n in range(2):  # the window holds one request: the second is refused
+                client.records.create("lead", [{"subject": "limited", "hnt_domain": f"sdk-limit-{n}.example"}])
+    stored = {lead["leadid"]: lead["hnt_domain"] for lead in admin.leads()}
+    assert [stored[i] for i in ids] == [r["hnt_domain"] for r in records]
+    assert listed == {"sdk-0.example": ids[0], "sdk-2.example": ids[2]}
+    assert admin.routes()["lead_create_multiple"] == {"200": 2, "429": 1}
+    assert raised.value.status_code == 429
+    assert raised.value.details["service_error_code"] == "0x80072322" and raised.value.details["retry_after"] >= 1

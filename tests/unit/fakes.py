@@ -1,6 +1,8 @@
 """In-memory stand-ins for the use case's ports (`shared/ports.py`), recording what happened, and a
 tiny host loop that delivers queue messages the way the Functions host does (dequeue count,
-`maxDequeueCount` → `-poison`), so `pipeline` can be tested branch by branch in milliseconds.
+`maxDequeueCount` → `-poison`) to the worker's entry point (`bulk.process_message`: bulk messages to
+`bulk`, single-lead ones to `pipeline.process`), so both can be tested branch by branch in
+milliseconds.
 
 The fakes keep the semantics the pipeline relies on and nothing more: ETag-conditional table
 writes (412 / 409), queue messages with ids, dequeue counts and visibility, Dataverse leads by id
@@ -18,10 +20,12 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
+from shared.bulk import process_message
 from shared.config import Settings
+from shared.dataverse import D365APIError
 from shared.dataverse.auth import TokenProvider
 from shared.dataverse.client import UpsertResult
-from shared.pipeline import Services, process
+from shared.pipeline import Services
 from shared.retry import Throttle
 from shared.state import StateStore
 
@@ -258,6 +262,12 @@ class FakeDataverse:
         self.tokens: TokenProvider = FakeTokens()
         self.last_latency_ms = 0.0
         self.drop_after_create = False
+        # Bulk creates: domains whose record Dataverse refuses (400: the whole call fails, as on a
+        # standard table), whether hnt_domain is a unique alternate key, and how many of the next
+        # CreateMultiple calls commit and then lose their response.
+        self.refuse: set[str] = set()
+        self.unique_key = True
+        self.drop_after_create_many = 0
 
     def _call(self, method: str, argument: str) -> None:
         self.calls.append((method, argument))
@@ -299,6 +309,34 @@ class FakeDataverse:
         self._call("create_lead", str(payload.get("hnt_domain") or payload.get("websiteurl")))
         lead_id = self.add(**payload)
         return lead_id
+
+    def find_many(self, column: str, values: list[str], correlation_id: str | None = None) -> dict[str, str]:
+        self._call("find_many", ",".join(values))
+        wanted = {value.casefold() for value in values}
+        found: dict[str, str] = {}
+        for lead_id, record in self.leads.items():
+            value = record.get(column)
+            if isinstance(value, str) and value.casefold() in wanted:
+                found.setdefault(value.casefold(), lead_id)
+        return found
+
+    def create_many(self, payloads: list[dict[str, Any]], correlation_id: str | None = None) -> list[str]:
+        """All or nothing, as CreateMultiple on a standard table."""
+        keys = [str(p.get("hnt_domain") or p.get("websiteurl")) for p in payloads]
+        self._call("create_many", ",".join(keys))
+        for key in keys:
+            if key in self.refuse or key.removeprefix("https://") in self.refuse:
+                raise D365APIError("A validation error occurred.", 400, "0x80044331")
+        if self.unique_key:
+            taken = {str(r.get("hnt_domain", "")).casefold() for r in self.leads.values()}
+            folded = [str(p.get("hnt_domain", "")).casefold() for p in payloads if p.get("hnt_domain")]
+            if len(set(folded)) != len(folded) or taken & set(folded):
+                raise D365APIError("A record with matching key values already exists.", 412, "0x80060892")
+        ids = [self.add(**payload) for payload in payloads]
+        if self.drop_after_create_many:
+            self.drop_after_create_many -= 1
+            raise D365APIError("no response from Dataverse (ConnectionError)", 0, "connection_error", transient=True)
+        return ids
 
     def create_lead_if_absent(
         self, column: str, value: str, payload: dict[str, Any], correlation_id: str | None = None
@@ -370,7 +408,9 @@ def run_host(w: World, max_deliveries: int = 200, step_seconds: float = 61.0) ->
             outcomes.append("host_poison")
             continue
         try:
-            outcomes.append(process(str(message.content).encode(), w.services, lambda: 0.0, message.dequeue_count))
+            outcomes.append(
+                process_message(str(message.content).encode(), w.services, lambda: 0.0, message.dequeue_count)
+            )
         except Exception as exc:
             outcomes.append(exc)
             message.visible_at = w.clock() + timedelta(seconds=1)

@@ -4,16 +4,19 @@ import json
 import re
 from pathlib import Path
 
-from shared.models import LEAD_FIELDS, MESSAGE_FIELDS, STRING_FIELDS
+from shared.models import BATCH_FIELDS, BATCH_LEAD_FIELDS, LEAD_FIELDS, MESSAGE_FIELDS, STRING_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_message_schema_lists_exactly_the_message_fields() -> None:
-    schema = json.loads((ROOT / "docs" / "lead-push-message.schema.json").read_text())
-    assert set(schema["properties"]) == set(MESSAGE_FIELDS)
+    schema = json.loads((ROOT / "docs" / "lead-push-message.schema.json").read_text())["$defs"]
+    assert set(schema["single"]["properties"]) == set(MESSAGE_FIELDS)
+    assert set(schema["batch"]["properties"]) == set(BATCH_FIELDS)
+    assert set(schema["batchLead"]["properties"]) == set(BATCH_LEAD_FIELDS)
     for name, spec in STRING_FIELDS.items():
-        assert schema["properties"][name]["maxLength"] == spec.max_length
+        assert schema["single"]["properties"][name]["maxLength"] == spec.max_length
+        assert schema["batchLead"]["properties"][name]["maxLength"] == spec.max_length
 
 
 def test_openapi_lead_lists_exactly_the_lead_fields() -> None:
