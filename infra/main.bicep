@@ -107,6 +107,11 @@ param claimRetrySeconds int = 5
 @minValue(0)
 param verifyTtlSeconds int = 3600
 
+@description('HUNTER_D365_BULK_SIZE: leads per bulk queue message from push-leads (one lookup and one CreateMultiple each); 1 sends one message per lead.')
+@minValue(1)
+@maxValue(1000)
+param bulkSize int = 100
+
 @minValue(1)
 @description('HUNTER_D365_HTTP_TIMEOUT_SECONDS: timeout of one Dataverse or Entra ID request.')
 param httpTimeoutSeconds int = 30
@@ -340,6 +345,7 @@ module api 'app/api.bicep' = {
     claimLeaseSeconds: claimLeaseSeconds
     claimRetrySeconds: claimRetrySeconds
     verifyTtlSeconds: verifyTtlSeconds
+    bulkSize: bulkSize
     httpTimeoutSeconds: httpTimeoutSeconds
     queueDepthSchedule: queueDepthSchedule
     queueName: queueName

@@ -75,6 +75,9 @@ param claimLeaseSeconds int = 120
 param claimRetrySeconds int = 5
 @minValue(0)
 param verifyTtlSeconds int = 3600
+@minValue(1)
+@maxValue(1000)
+param bulkSize int = 100
 param httpTimeoutSeconds int = 30
 @description('NCRONTAB with seconds; the host resolves the timer trigger\'s %HUNTER_D365_QUEUE_DEPTH_SCHEDULE% from it.')
 param queueDepthSchedule string = '0 */5 * * * *'
@@ -141,6 +144,7 @@ var hunterSettings = {
   HUNTER_D365_CLAIM_LEASE_SECONDS: '${claimLeaseSeconds}'
   HUNTER_D365_CLAIM_RETRY_SECONDS: '${claimRetrySeconds}'
   HUNTER_D365_VERIFY_TTL_SECONDS: '${verifyTtlSeconds}'
+  HUNTER_D365_BULK_SIZE: '${bulkSize}'
   HUNTER_D365_HTTP_TIMEOUT_SECONDS: '${httpTimeoutSeconds}'
   // Read by the host, not by shared/config.py: the queue_depth timer's schedule (shared/monitor.py).
   // Without it the host disables that one function and the poison-backlog alert has no readings.
