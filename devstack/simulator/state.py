@@ -51,6 +51,11 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def is_dataverse_route(route: str) -> bool:
+    """True for the simulator's Dataverse Web API routes (`lead_*`, `whoami`, `metadata`)."""
+    return route.startswith("lead") or route in ("whoami", "metadata")
+
+
 @dataclass
 class Fault:
     """An injected failure for `route` ("*" for every Dataverse route)."""
@@ -431,10 +436,11 @@ class Simulator:
             return [asdict(fault) for fault in self._faults]
 
     def take_fault(self, route: str) -> Fault | None:
-        """The first matching fault (its count is used up), or None. "*" does not reach the
-        sign-in provider's routes (discovery, JWKS, authorize, logout): a Dataverse storm must not
-        make the local App Service Authentication refuse every caller; name them to fault them."""
-        wildcard = route not in ("discovery", "jwks", "authorize", "logout")
+        """The first matching fault (its count is used up), or None. "*" is every *Dataverse*
+        route, as `Fault` documents: a Dataverse storm must not also fail Entra ID, the sign-in
+        provider, Key Vault or the managed-identity endpoint (which storage's tokens come from
+        since the stack reaches Azurite by identity); name those routes to fault them."""
+        wildcard = is_dataverse_route(route)
         with self._lock:
             for fault in self._faults:
                 if (fault.route == route or (wildcard and fault.route == "*")) and fault.times != 0:
