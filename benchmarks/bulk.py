@@ -34,8 +34,9 @@ import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from devstack.processes import ProcessGroup
+from devstack.processes import ProcessGroup, api_token
 from devstack.simulator import SimulatorAdmin
+from devstack.simulator.directory import OPERATOR_CLIENT_ID, OPERATOR_SECRET
 from devstack.simulator.state import Limits
 
 FAULTS = 3  # of each kind, as in the reliability suite
@@ -208,8 +209,10 @@ def bulk_path(
     inject_faults(admin, "lead_create_multiple")
     settings = host_env(env, connection, info, "bulk", HUNTER_D365_BULK_SIZE=str(args.bulk_size))
     url, _ = group.host(settings, name="bulk-host")
-    http = requests.Session()  # the host's function key, as Hunter's backend sends it
-    http.headers["x-functions-key"] = settings["LOCAL_HOST_FUNCTION_KEY"]
+    # A fresh bearer token of the operator app (role Leads.Push), as Hunter's backend sends one; the
+    # one minted for an earlier section may not outlive the simulator's reset above.
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {api_token(info, OPERATOR_CLIENT_ID, OPERATOR_SECRET, info['ca_bundle'])}"
     run_id = int(time.time())
     domains = [f"bulk-{run_id}-{i}.example" for i in range(args.bulk_leads)]
     intake_s = 0.0

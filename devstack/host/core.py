@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 "timers": {timer.name: str(timer.schedule) for timer in host.timers},
                 "worker_threads": host.worker.size,
                 "function_timeout_ms": None if host.worker.timeout is None else int(host.worker.timeout * 1000),
-                "keys": host.keys.public(),
+                # Which keys exist, never their values (the real host logs none either).
+                "keys": sorted(host.keys.public()),
                 "authentication": None
                 if host.auth is None
                 else {"issuer": host.auth.issuer, "audiences": host.auth.audiences},

@@ -71,5 +71,5 @@ class Keys:
         return granted in (ADMIN, required)
 
     def public(self) -> dict[str, object]:
-        """What `make run` prints: the keys a local caller uses."""
+        """The keys a local caller uses, by kind (for tools and tests; never logged)."""
         return {"master": self.master, "function": self.host_keys["default"]}
