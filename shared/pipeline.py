@@ -369,7 +369,7 @@ def _abandon(lead: LeadPush, services: Services) -> Result:
     reason = f"{lead.failed_deliveries} deliveries ended without an answer (crash, timeout or storage failure)"
     claim = services.state.claim(lead.domain, lead.correlation_id)
     if claim is not None:
-        return _give_up(lead, claim, reason, services)
+        return _give_up(lead, claim, reason, services, code="too_many_failed_deliveries")
     services.queues.poison.send_message(lead.to_json())
     logger.error(
         "d365_push_failed",
@@ -522,7 +522,16 @@ def _failed(lead: LeadPush, claim: Claim, exc: D365Error, services: Services, ra
     return Result("retry", delay=seconds, error=str(exc))
 
 
-def _give_up(lead: LeadPush, claim: Claim, reason: str, services: Services, exc: D365Error | None = None) -> Result:
+def _give_up(
+    lead: LeadPush,
+    claim: Claim,
+    reason: str,
+    services: Services,
+    exc: D365Error | None = None,
+    code: str = "config",
+) -> Result:
+    """`error` state, the message to the poison queue, the outcome published. `code` names the
+    cause in the event when no Dataverse error does (`config`, `too_many_failed_deliveries`)."""
     services.queues.poison.send_message(lead.to_json())
     services.state.finish(
         claim,
@@ -539,7 +548,7 @@ def _give_up(lead: LeadPush, claim: Claim, reason: str, services: Services, exc:
             "attempt": lead.attempt,
             "correlation_id": lead.correlation_id,
             "status_code": exc.status if exc else None,
-            "error_code": exc.code if exc else ("config" if "HUNTER_" in reason else "too_many_failed_deliveries"),
+            "error_code": exc.code if exc else code,
             "service_request_id": exc.service_request_id if exc else None,
             "reason": "authentication" if isinstance(exc, D365AuthenticationError) else "error",
             "error": reason,
