@@ -100,8 +100,9 @@ def calls_per_push(connection: str, info: dict[str, Any], admin: SimulatorAdmin)
 def _calls_with(key: str, connection: str, info: dict[str, Any], admin: SimulatorAdmin) -> dict[str, int]:
     """Calls per kind of push, with (`key="true"`) or without the alternate key, in one process."""
     from shared.config import Settings
+    from shared.engine import process_message as process
     from shared.models import LeadPush
-    from shared.pipeline import accept, accept_batch, process
+    from shared.pipeline import accept, accept_batch
     from shared.services import build_services
 
     env = app_env(

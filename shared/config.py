@@ -89,6 +89,9 @@ class Settings:
     retry_cap_seconds: float
     retry_jitter_seconds: float
     max_attempts: int
+    # How long service protection (429s, and this process waiting one out) may keep one message
+    # waiting before it is given up (HUNTER_D365_MAX_THROTTLED_SECONDS; docs/design.md §6).
+    max_throttled_seconds: float
     claim_lease_seconds: float
     claim_retry_seconds: float
     verify_ttl_seconds: float
@@ -144,6 +147,7 @@ class Settings:
             retry_cap_seconds=_number(env, "HUNTER_D365_RETRY_CAP_SECONDS", 3600.0),
             retry_jitter_seconds=_number(env, "HUNTER_D365_RETRY_JITTER_SECONDS", 10.0),
             max_attempts=int(_number(env, "HUNTER_D365_MAX_ATTEMPTS", 6.0, minimum=1.0)),
+            max_throttled_seconds=_number(env, "HUNTER_D365_MAX_THROTTLED_SECONDS", 21600.0),
             claim_lease_seconds=_number(env, "HUNTER_D365_CLAIM_LEASE_SECONDS", 120.0, 1.0),
             claim_retry_seconds=_number(env, "HUNTER_D365_CLAIM_RETRY_SECONDS", 5.0),
             verify_ttl_seconds=_number(env, "HUNTER_D365_VERIFY_TTL_SECONDS", 3600.0),

@@ -23,13 +23,13 @@ from urllib.parse import quote, urlsplit
 import azure.functions as func
 from azure.core.exceptions import AzureError, ServiceRequestError
 
-from shared.bulk import accept_batch
 from shared.config import ConfigError, get_settings
 from shared.dataverse import D365AuthenticationError, D365Error
 from shared.domains import InvalidDomain, normalize_domain
+from shared.engine import replay_poison
 from shared.ids import is_correlation_id
 from shared.models import InputError, LeadPush, parse_json
-from shared.pipeline import accept, replay_poison
+from shared.pipeline import accept, accept_batch
 from shared.principal import PUSH, REPLAY, Refusal, authorize
 from shared.services import get_services
 

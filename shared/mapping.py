@@ -13,8 +13,10 @@ on — so that value is never cut: intake refuses a domain whose URL would not f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from shared.domains import InvalidDomain, normalize_domain
 from shared.models import STRING_FIELDS, LeadPush, utf16_length
 
 # Columns filled from more than one field or from derived values, not from one Hunter field:
@@ -108,3 +110,27 @@ def lead_payload(lead: LeadPush, custom_fields: bool) -> dict[str, Any]:
         if isinstance(body.get(key), str):
             body[key] = fit(body[key], limit)
     return body
+
+
+def identity_column(custom_fields: bool) -> str:
+    """The lead column that says which domain a lead belongs to."""
+    return DOMAIN_COLUMN if custom_fields else WEBSITE_COLUMN
+
+
+def lookup_key(custom_fields: bool) -> tuple[str, Callable[[str], str]]:
+    """The column a lead's domain is found by, and the value a domain has there."""
+    if custom_fields:
+        return DOMAIN_COLUMN, lambda domain: domain
+    return WEBSITE_COLUMN, canonical_website
+
+
+def belongs(record: dict[str, Any], domain: str, custom_fields: bool) -> bool:
+    """False when the lead's domain column names another domain. A lead with the column empty
+    (made by hand in Dynamics) is taken as the caller's: there is nothing to contradict it."""
+    value = record.get(identity_column(custom_fields))
+    if not isinstance(value, str) or not value.strip():
+        return True
+    try:
+        return normalize_domain(value) == domain
+    except InvalidDomain:
+        return False

@@ -68,10 +68,20 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # converting shorter ones still costs quadratic time, so the parser hands validation a stand-in.
 MAX_INTEGER_DIGITS = 30
 LEAD_FIELDS = ("domain", *STRING_FIELDS, "final_score", "priority", "d365_lead_id", "force")
-MESSAGE_FIELDS = (*LEAD_FIELDS, "schema_version", "attempt", "failed_deliveries", "correlation_id", "enqueued_at")
+MESSAGE_FIELDS = (
+    *LEAD_FIELDS,
+    "schema_version",
+    "attempt",
+    "failed_deliveries",
+    "throttled_seconds",
+    "correlation_id",
+    "enqueued_at",
+)
 # Bounds on the counters a message carries: far above what the retry policy and the host ever
 # reach, low enough that a hostile value is refused instead of carried.
 MAX_COUNTER = 1000
+# `throttled_seconds` counts seconds, up to a queue message's longest life (7 days).
+MAX_THROTTLED_COUNTER = 7 * 24 * 3600
 
 
 class InputError(ValueError):
@@ -242,6 +252,7 @@ class LeadPush:
     schema_version: int = SCHEMA_VERSION
     attempt: int = 0
     failed_deliveries: int = 0
+    throttled_seconds: int = 0
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     enqueued_at: str | None = None
 
@@ -276,13 +287,19 @@ class LeadPush:
             raise InputError("is not a known message field", field=printable(unknown[0]), code="unknown_field")
         attempt = _counter(data, "attempt")
         failed = _counter(data, "failed_deliveries")
+        throttled = _counter(data, "throttled_seconds", MAX_THROTTLED_COUNTER)
         correlation = data.get("correlation_id") or uuid.uuid4().hex
         if not is_correlation_id(correlation):
             raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="correlation_id")
         enqueued_at = iso(parse_iso(data.get("enqueued_at")))
         lead = cls._validated(data)
         return replace(
-            lead, attempt=attempt, failed_deliveries=failed, correlation_id=correlation, enqueued_at=enqueued_at
+            lead,
+            attempt=attempt,
+            failed_deliveries=failed,
+            throttled_seconds=throttled,
+            correlation_id=correlation,
+            enqueued_at=enqueued_at,
         )
 
     @classmethod
@@ -324,10 +341,10 @@ class LeadPush:
         return replace(self, attempt=self.attempt + 1)
 
 
-def _counter(data: dict[str, Any], name: str) -> int:
+def _counter(data: dict[str, Any], name: str, maximum: int = MAX_COUNTER) -> int:
     value = data.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER:
-        raise InputError(f"must be a whole number from 0 to {MAX_COUNTER}", field=name, code="invalid_type")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InputError(f"must be a whole number from 0 to {maximum}", field=name, code="invalid_type")
     return value
 
 
@@ -374,7 +391,15 @@ CREATED, RECREATED, ALREADY_EXISTS, SKIPPED, FAILED = Outcome
 
 
 BATCH_SCHEMA_VERSION = 2
-BATCH_FIELDS = ("schema_version", "leads", "attempt", "failed_deliveries", "correlation_id", "enqueued_at")
+BATCH_FIELDS = (
+    "schema_version",
+    "leads",
+    "attempt",
+    "failed_deliveries",
+    "throttled_seconds",
+    "correlation_id",
+    "enqueued_at",
+)
 BATCH_LEAD_FIELDS = (*LEAD_FIELDS, "correlation_id")
 
 
@@ -389,6 +414,7 @@ class LeadBatch:
     schema_version: int = BATCH_SCHEMA_VERSION
     attempt: int = 0
     failed_deliveries: int = 0
+    throttled_seconds: int = 0
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     enqueued_at: str | None = None
 
@@ -416,6 +442,7 @@ class LeadBatch:
             raise InputError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="correlation_id")
         attempt = _counter(data, "attempt")
         failed = _counter(data, "failed_deliveries")
+        throttled = _counter(data, "throttled_seconds", MAX_THROTTLED_COUNTER)
         enqueued_at = iso(parse_iso(data.get("enqueued_at")))
         leads: list[LeadPush] = []
         refused: list[tuple[int, object, InputError]] = []
@@ -424,13 +451,13 @@ class LeadBatch:
                 leads.append(_batch_lead(item, f"{correlation[:120]}.{index}"))
             except InputError as exc:
                 refused.append((index, item, exc))
-        batch = cls(tuple(leads), BATCH_SCHEMA_VERSION, attempt, failed, correlation, enqueued_at)
+        batch = cls(tuple(leads), BATCH_SCHEMA_VERSION, attempt, failed, throttled, correlation, enqueued_at)
         return batch, refused
 
     def to_dict(self) -> dict[str, Any]:
         """The message as a JSON-ready dict: each lead's fields and correlation id, no envelope
         fields inside the leads."""
-        envelope = {"attempt", "failed_deliveries", "enqueued_at", "schema_version"}
+        envelope = {"attempt", "failed_deliveries", "throttled_seconds", "enqueued_at", "schema_version"}
         leads = [
             {key: value for key, value in lead.to_dict().items() if key not in envelope and value is not False}
             for lead in self.leads
@@ -440,6 +467,7 @@ class LeadBatch:
             "correlation_id": self.correlation_id,
             "attempt": self.attempt,
             "failed_deliveries": self.failed_deliveries,
+            "throttled_seconds": self.throttled_seconds,
             "enqueued_at": self.enqueued_at,
             "leads": leads,
         }
@@ -461,6 +489,7 @@ class LeadBatch:
             schema_version=SCHEMA_VERSION,
             attempt=self.attempt,
             failed_deliveries=self.failed_deliveries,
+            throttled_seconds=self.throttled_seconds,
             enqueued_at=self.enqueued_at,
         )
 

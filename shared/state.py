@@ -48,6 +48,8 @@ TRANSITIONS: dict[str, dict[str | None, frozenset[str]]] = {
     "intake": {before: frozenset({QUEUED}) for before in _EVERY},
     # a worker takes the domain (a claim that expired may be taken over)
     "claim": {before: frozenset({SYNCING}) for before in _EVERY},
+    # the worker that holds the claim extends its lease (a long split, a slow call)
+    "renew": {SYNCING: frozenset({SYNCING})},
     # the worker that holds the claim ends its push
     "finish": {SYNCING: frozenset({SYNCED, RETRYING, ERROR})},
     # intake found the lead in Dataverse: only `last_verified_at` changes
@@ -262,6 +264,14 @@ class StateStore:
                 continue
             return Claim(state=replace(state, etag=etag), token=token, etag=etag)
         return None
+
+    def renew(self, claim: Claim) -> Claim | None:
+        """Extend `claim`'s lease by a full lease from now (an ETag-conditional write); None when
+        the claim was lost meanwhile (its lease ran out and another writer took the row)."""
+        state = replace(claim.state, claimed_until=iso(self._clock() + self._lease))
+        check_transition("renew", claim.state, state)
+        etag = self._try_write(state, claim.state)
+        return None if etag is None else Claim(state=replace(state, etag=etag), token=claim.token, etag=etag)
 
     def finish(self, claim: Claim, **changes: Any) -> SyncState | None:
         """Write the end of a push and release the claim; None if the claim was lost meanwhile."""

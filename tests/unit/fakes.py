@@ -1,8 +1,7 @@
 """In-memory stand-ins for the use case's ports (`shared/ports.py`), recording what happened, and a
 tiny host loop that delivers queue messages the way the Functions host does (dequeue count,
-`maxDequeueCount` → `-poison`) to the worker's entry point (`bulk.process_message`: bulk messages to
-`bulk`, single-lead ones to `pipeline.process`), so both can be tested branch by branch in
-milliseconds.
+`maxDequeueCount` → `-poison`) to the worker's entry point (`engine.process_message`, both message
+shapes), so both can be tested branch by branch in milliseconds.
 
 The fakes keep the semantics the pipeline relies on and nothing more: ETag-conditional table
 writes (412 / 409), queue messages with ids, dequeue counts and visibility, Dataverse leads by id
@@ -20,11 +19,11 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-from shared.bulk import process_message
 from shared.config import Settings
 from shared.dataverse import D365APIError
 from shared.dataverse.auth import TokenProvider
 from shared.dataverse.client import UpsertResult
+from shared.engine import process_message
 from shared.pipeline import Services
 from shared.retry import Throttle
 from shared.state import StateStore

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.bulk import accept_batch, pack
 from shared.dataverse import D365APIError, D365RateLimitError
 from shared.models import MAX_MESSAGE_BYTES, LeadBatch, LeadPush
+from shared.pipeline import accept_batch, pack
 from tests.unit.fakes import World, run_host, world
 
 
@@ -115,14 +115,15 @@ def test_429_waits_retry_after_without_using_an_attempt() -> None:
     assert not w.queues.poison.texts()
 
 
-def test_transient_failures_until_the_attempts_run_out_poison_each_lead_alone() -> None:
+def test_transient_failures_until_the_attempts_run_out_poison_the_message_once() -> None:
     w = world()
     w.dataverse.fail["create_many"] = [D365APIError("down", 503, "0x0", transient=True)] * 10
     enqueue(w, batch_message("down-1.example", "down-2.example"))
     run_host(w)
     assert not w.dataverse.leads
-    poisoned = sorted(json.loads(text)["domain"] for text in w.queues.poison.texts())
-    assert poisoned == ["down-1.example", "down-2.example"]
+    [poisoned] = [json.loads(text) for text in w.queues.poison.texts()]  # one replayable bulk message
+    assert poisoned["schema_version"] == 2
+    assert sorted(lead["domain"] for lead in poisoned["leads"]) == ["down-1.example", "down-2.example"]
     assert {r["status"] for r in results(w)} == {"error"}
 
 
@@ -157,12 +158,13 @@ def test_an_invalid_envelope_is_rejected_once() -> None:
     assert len(w.queues.poison.texts()) == 1 and not w.dataverse.leads
 
 
-def test_crashing_deliveries_split_the_batch_and_each_lead_is_abandoned_alone() -> None:
+def test_crashing_deliveries_split_the_batch_into_single_lead_messages_that_go_on() -> None:
     w = world()
-    enqueue(w, batch_message("crash-1.example", "crash-2.example", failed_deliveries=5))
+    enqueue(w, batch_message("crash-1.example", "crash-2.example", failed_deliveries=4))
     run_host(w)
-    assert not w.dataverse.leads
-    assert sorted(json.loads(t)["domain"] for t in w.queues.poison.texts()) == ["crash-1.example", "crash-2.example"]
+    # Each lead went on alone with a fresh count: one lead that crashes cannot take the others down.
+    assert sorted(leads_by_domain(w)) == ["crash-1.example", "crash-2.example"]
+    assert not w.queues.poison.texts()
 
 
 def test_a_key_taken_meanwhile_is_adopted() -> None:

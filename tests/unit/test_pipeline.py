@@ -14,8 +14,10 @@ from azure.core.exceptions import ServiceRequestError
 
 from shared.config import ConfigError
 from shared.dataverse import D365APIError, D365AuthenticationError, D365RateLimitError, D365ResponseLostError
+from shared.engine import MAX_FAILED_DELIVERIES, replay_poison
+from shared.engine import process_message as process
 from shared.models import LeadPush
-from shared.pipeline import MAX_FAILED_DELIVERIES, accept, accept_batch, process, replay_poison
+from shared.pipeline import accept, accept_batch
 from tests.unit.fakes import Boom, World, run_host, world
 
 DOMAIN = "acme.example"
@@ -232,7 +234,7 @@ def test_a_bug_in_the_mapping_ends_in_poison(monkeypatch: pytest.MonkeyPatch) ->
     def broken(*_: Any) -> dict[str, Any]:
         raise ValueError("cannot convert float NaN to integer")
 
-    monkeypatch.setattr("shared.pipeline.lead_payload", broken)
+    monkeypatch.setattr("shared.engine.lead_payload", broken)
     w = world()
     push(w)
     run_host(w)
@@ -351,7 +353,7 @@ def test_events_carry_the_service_request_id_and_whether_the_request_went_out(
     refused = D365APIError("no privilege", 403, "0x80040220", service_request_id="req-403")
     w.dataverse.fail["find_lead"] = [D365APIError("busy", 503, "0x0", True, service_request_id="req-503")]
     w.dataverse.fail["create_lead"] = [lost, refused]
-    caplog.set_level("INFO", logger="shared.pipeline")
+    caplog.set_level("INFO", logger="shared.engine")
     push(w)
     run_host(w)
     events = [
