@@ -63,6 +63,12 @@ class Boom(RuntimeError):
     """An exception nobody planned for."""
 
 
+class Crash(BaseException):
+    """The worker process dies mid-delivery (no `except Exception` catches it): the host sees
+    nothing, the message comes back when its visibility lease ends, and the claim stays until
+    its own lease ends."""
+
+
 Fault = Exception | Callable[[], Exception]
 
 
@@ -267,10 +273,21 @@ class FakeDataverse:
         self.refuse: set[str] = set()
         self.unique_key = True
         self.drop_after_create_many = 0
+        # Raised by the next creates (any kind) after they committed: a lost answer, a crash.
+        self.after_commit: list[BaseException] = []
+        # Called with the method's name before each call (a slow call moves the clock; a test
+        # interleaves a competing push).
+        self.on_call: Callable[[str], None] | None = None
 
     def _call(self, method: str, argument: str) -> None:
         self.calls.append((method, argument))
+        if self.on_call is not None:
+            self.on_call(method)
         _take(self.fail, method)
+
+    def _committed(self) -> None:
+        if self.after_commit:
+            raise self.after_commit.pop(0)
 
     def add(self, **fields: Any) -> str:
         lead_id = str(uuid.uuid4())
@@ -307,6 +324,7 @@ class FakeDataverse:
     def create_lead(self, payload: dict[str, Any], correlation_id: str | None = None) -> str:
         self._call("create_lead", str(payload.get("hnt_domain") or payload.get("websiteurl")))
         lead_id = self.add(**payload)
+        self._committed()
         return lead_id
 
     def find_many(self, column: str, values: list[str], correlation_id: str | None = None) -> dict[str, str]:
@@ -332,6 +350,7 @@ class FakeDataverse:
             if len(set(folded)) != len(folded) or taken & set(folded):
                 raise D365APIError("A record with matching key values already exists.", 412, "0x80060892")
         ids = [self.add(**payload) for payload in payloads]
+        self._committed()
         if self.drop_after_create_many:
             self.drop_after_create_many -= 1
             raise D365APIError("no response from Dataverse (ConnectionError)", 0, "connection_error", transient=True)
@@ -343,7 +362,9 @@ class FakeDataverse:
         self._call("create_lead_if_absent", value)
         if any(str(r.get(column, "")).casefold() == value.casefold() for r in self.leads.values()):
             return UpsertResult(None, created=False)
-        return UpsertResult(self.add(**payload), created=True)
+        lead_id = self.add(**payload)
+        self._committed()
+        return UpsertResult(lead_id, created=True)
 
 
 # -- wiring and the host loop ------------------------------------------------------------------
@@ -382,6 +403,7 @@ def world(**settings: str) -> World:
 
 
 MAX_DEQUEUE_COUNT = 5  # the host's default (host.json extensions.queues.maxDequeueCount)
+CRASH_VISIBILITY_SECONDS = 30  # a dead worker's message comes back after host.json's visibilityTimeout
 
 
 def run_host(w: World, max_deliveries: int = 200, step_seconds: float = 61.0) -> list[Any]:
@@ -410,6 +432,9 @@ def run_host(w: World, max_deliveries: int = 200, step_seconds: float = 61.0) ->
             outcomes.append(
                 process_message(str(message.content).encode(), w.services, lambda: 0.0, message.dequeue_count)
             )
+        except Crash as exc:
+            outcomes.append(exc)
+            message.visible_at = w.clock() + timedelta(seconds=CRASH_VISIBILITY_SECONDS)
         except Exception as exc:
             outcomes.append(exc)
             message.visible_at = w.clock() + timedelta(seconds=1)
