@@ -31,14 +31,15 @@ METHODS = [
 ]
 
 
-def fault(kind: str) -> BaseException:
-    return {
-        "429": lambda: D365RateLimitError("Number of requests exceeded the limit", 3.0, code="0x80072322"),
-        "503": lambda: D365APIError("Service unavailable", 503, "0x0", transient=True),
-        "401": lambda: D365AuthenticationError("authentication failed", 401, ""),
-        "403": lambda: D365APIError("missing privilege", 403, "0x80040220"),
-        "400": lambda: D365APIError("A validation error occurred.", 400, "0x80044331"),
-    }[kind]()
+def fault(kind: str) -> Exception:
+    if kind == "429":
+        return D365RateLimitError("Number of requests exceeded the limit", 3.0, code="0x80072322")
+    if kind == "503":
+        return D365APIError("Service unavailable", 503, "0x0", transient=True)
+    if kind == "401":
+        return D365AuthenticationError("authentication failed", 401, "")
+    status = int(kind)
+    return D365APIError("refused", status, "0x80040220" if status == 403 else "0x80044331")
 
 
 KINDS = st.sampled_from(["429", "503", "401", "403", "400"])
@@ -83,7 +84,7 @@ def test_every_domain_ends_with_one_lead_or_in_poison(
             }
         )
     for method, kinds in faults.items():
-        w.dataverse.fail[method] = [fault(kind) for kind in kinds]
+        w.dataverse.fail[method] = list(map(fault, kinds))
     w.dataverse.after_commit = [
         D365ResponseLostError("the connection was lost", "connection_dropped") if kind == "lost" else Crash()
         for kind in after_commit
@@ -91,8 +92,8 @@ def test_every_domain_ends_with_one_lead_or_in_poison(
     sent: set[str] = set()
     for shape, domains in messages:
         sent.update(domains)
-        leads = tuple(LeadPush(domain=d) for d in domains)
-        body = leads[0].to_json() if shape == 1 else LeadBatch(leads).to_json()
+        pushes = tuple(LeadPush(domain=d) for d in domains)
+        body = pushes[0].to_json() if shape == 1 else LeadBatch(pushes).to_json()
         w.queues.push.send_message(body)
     run_host(w, max_deliveries=500)
 

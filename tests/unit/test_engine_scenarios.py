@@ -86,7 +86,7 @@ class Scenario:
 
 def fail(step: str, *errors: Exception | type[Exception]) -> Callable[[World, str], None]:
     def setup(w: World, shape: str) -> None:
-        w.dataverse.fail[CALLS[shape][step]] = list(errors)  # type: ignore[arg-type]
+        w.dataverse.fail[CALLS[shape][step]] = list(errors)
 
     return setup
 
