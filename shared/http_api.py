@@ -1,9 +1,9 @@
-"""HTTP triggers: thin adapters from requests to `pipeline` and `state` (DESIGN §3).
+"""HTTP triggers: thin adapters from requests to `pipeline` and `state` (docs/design.md §3).
 
 Every bad input gets 400 `{error, message, field?}` and nothing is enqueued for it; a body over
 the limit gets 413; a disabled integration answers 503 `{error: "d365_integration_disabled"}`.
 
-Who may call (DESIGN §3): App Service Authentication validates every caller's Entra ID token in
+Who may call (docs/design.md §3): App Service Authentication validates every caller's Entra ID token in
 front of the app, so the API routes are ANONYMOUS to the Functions host (its key check does not
 accept an Entra ID identity: azure-functions-host `AuthUtility.PrincipalHasAuthLevelClaim`), and
 each route checks the caller's app role here (`shared/principal.py`): 401 without a principal, 403

@@ -1,5 +1,5 @@
 """Who is calling: the principal App Service Authentication puts in `X-MS-CLIENT-PRINCIPAL`, and
-the app roles each route needs (DESIGN §3 "Who may call").
+the app roles each route needs (docs/design.md §3 "Who may call").
 
 App Service Authentication validates the bearer token (Entra ID, the API's app registration) before
 the request reaches the app, removes any `X-MS-CLIENT-PRINCIPAL*` header a caller sent, and adds its

@@ -37,7 +37,7 @@ from shared.models import (
 
 ROW_KEY = "lead"
 
-# Who may write which status over which (DESIGN §5). `None` is "no row yet". Anything not listed
+# Who may write which status over which (docs/design.md §5). `None` is "no row yet". Anything not listed
 # is a bug and raises `ForbiddenTransition` before it reaches the table. Beyond the table:
 # intake never writes over a live claim, nor over a row a worker already wrote for the very
 # message intake just sent (same correlation id) — that message is gone from the queue, and a
