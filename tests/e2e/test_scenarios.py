@@ -137,10 +137,11 @@ def test_d2_rate_limit_waits_for_retry_after(start_stack: Callable[..., Stack]) 
     stack.push(ACME)
     retrying = stack.wait_status("acme-e2e.com", "retrying", "synced")
     state = stack.wait_status("acme-e2e.com", "synced")
-    assert state["attempts"] == 2 and len(stack.admin.leads()) == 1
+    # A 429 uses no attempt (docs/design.md §6): the push that succeeded is still attempt 1.
+    assert state["attempts"] == 1 and len(stack.admin.leads()) == 1
     assert retrying["status"] == "retrying" and "0x80072322" in (retrying["last_error"] or "")
     [scheduled] = stack.events("d365_push_retry_scheduled")
-    assert scheduled["retry_after"] == 3 and scheduled["delay_seconds"] >= 3
+    assert scheduled["retry_after"] == 3 and scheduled["delay_seconds"] >= 3 and not scheduled["uses_attempt"]
     requests_seen = stack.admin.requests()
     upserts = [r for r in requests_seen if r["route"] == "lead_upsert"]
     assert [r["status"] for r in upserts] == [429, 201]
