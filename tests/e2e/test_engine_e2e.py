@@ -8,12 +8,14 @@ the simulator, its state, the poison queue."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from tests.e2e.conftest import Stack
@@ -215,3 +217,32 @@ def test_engine_claim_lost_publishes_nothing(start_stack: Callable[..., Stack], 
     for domain in DOMAINS:
         assert leads_of(stack, domain) == 1
         assert stack.status(domain)["last_outcome"] == "already_exists"
+
+
+def test_a_bulk_message_the_host_poisoned_is_replayed(start_stack: Callable[..., Stack]) -> None:
+    """Issue 19, finding 2, end to end: a schema-2 message in the poison queue as the host leaves
+    it (base64, counters as they were, its domains still `syncing` under an expired claim) is
+    replayed, and every domain ends synced with one lead."""
+    stack = start_stack(HUNTER_D365_BULK_SIZE="10", **FAST)
+    table = TableServiceClient.from_connection_string(stack.azurite.connection_string).get_table_client(
+        stack.env["HUNTER_D365_STATE_TABLE"]
+    )
+    with contextlib.suppress(ResourceExistsError):
+        table.create_table()
+    expired = (datetime.now(UTC) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
+    for domain in DOMAINS:
+        table.upsert_entity(
+            {
+                "PartitionKey": domain,
+                "RowKey": "lead",
+                "status": "syncing",
+                "claim_token": "dead",
+                "claimed_until": expired,
+            }
+        )
+    message = {"schema_version": 2, "failed_deliveries": 4, "attempt": 2, "leads": [{"domain": d} for d in DOMAINS]}
+    stack.queue(f"{stack.queue_name}-poison").send_message(json.dumps(message))  # base64, as the host copies it
+    assert stack.replay().json() == {"replayed": 1, "invalid": 0}
+    settle(stack, "synced")
+    assert sorted(lead["hnt_domain"] for lead in stack.admin.leads()) == DOMAINS
+    assert stack.queue_length(f"{stack.queue_name}-poison") == 0
