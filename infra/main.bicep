@@ -95,6 +95,10 @@ param retryJitterSeconds int = 10
 @description('HUNTER_D365_MAX_ATTEMPTS: attempts before a push is marked error and sent to the poison queue.')
 param maxAttempts int = 6
 
+@minValue(0)
+@description('HUNTER_D365_MAX_THROTTLED_SECONDS: how long 429s (service protection, which use no attempt) may keep one message waiting before it is marked error and sent to the poison queue.')
+param maxThrottledSeconds int = 21600
+
 @minValue(1)
 @description('HUNTER_D365_CLAIM_LEASE_SECONDS: how long a worker claim on a domain lives.')
 param claimLeaseSeconds int = 120
@@ -342,6 +346,7 @@ module api 'app/api.bicep' = {
     retryCapSeconds: retryCapSeconds
     retryJitterSeconds: retryJitterSeconds
     maxAttempts: maxAttempts
+    maxThrottledSeconds: maxThrottledSeconds
     claimLeaseSeconds: claimLeaseSeconds
     claimRetrySeconds: claimRetrySeconds
     verifyTtlSeconds: verifyTtlSeconds

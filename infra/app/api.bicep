@@ -71,6 +71,7 @@ param retryBaseSeconds int = 60
 param retryCapSeconds int = 3600
 param retryJitterSeconds int = 10
 param maxAttempts int = 6
+param maxThrottledSeconds int = 21600
 param claimLeaseSeconds int = 120
 param claimRetrySeconds int = 5
 @minValue(0)
@@ -141,6 +142,7 @@ var hunterSettings = {
   HUNTER_D365_RETRY_CAP_SECONDS: '${retryCapSeconds}'
   HUNTER_D365_RETRY_JITTER_SECONDS: '${retryJitterSeconds}'
   HUNTER_D365_MAX_ATTEMPTS: '${maxAttempts}'
+  HUNTER_D365_MAX_THROTTLED_SECONDS: '${maxThrottledSeconds}'
   HUNTER_D365_CLAIM_LEASE_SECONDS: '${claimLeaseSeconds}'
   HUNTER_D365_CLAIM_RETRY_SECONDS: '${claimRetrySeconds}'
   HUNTER_D365_VERIFY_TTL_SECONDS: '${verifyTtlSeconds}'

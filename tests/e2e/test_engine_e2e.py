@@ -198,7 +198,7 @@ def test_engine_claim_lost_publishes_nothing(start_stack: Callable[..., Stack], 
     """While the worker's create is in flight, its claims are taken over (a rival writes the rows);
     the worker records nothing and publishes nothing for them. A later push adopts the leads."""
     stack = start_stack(HUNTER_D365_BULK_SIZE=SHAPES[shape], **FAST)
-    stack.admin.add_fault(CREATE[shape], latency_ms=2000, times=3)
+    stack.admin.add_fault(CREATE[shape], latency_ms=5000, times=3)  # long enough to see every claim
     table = TableServiceClient.from_connection_string(stack.azurite.connection_string).get_table_client(
         stack.env["HUNTER_D365_STATE_TABLE"]
     )
