@@ -1,7 +1,8 @@
 """Property: generated messages of both shapes (single-lead and bulk, overlapping domains,
 duplicates) against generated Dataverse faults (429, 5xx, 401, 403, 400, answers lost after the
 commit, a worker dying mid-call) and starting states (leads already there, stored ids deleted),
-with and without the alternate key — the host loop drains the queue, and then every domain has at
+with and without the alternate key, with Dataverse calls taking up to half a claim's lease — the
+host loop drains the queue, and then every domain has at
 most one lead; a domain without a lead is in the poison queue with state `error`; a synced row
 names the one lead; no row is left claimed.
 """
@@ -9,12 +10,14 @@ names the one lead; no row is left claimed.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.dataverse import D365APIError, D365AuthenticationError, D365RateLimitError, D365ResponseLostError
+from shared.engine import process_message
 from shared.models import LeadBatch, LeadPush
 from tests.unit.fakes import Crash, run_host, world
 
@@ -53,7 +56,7 @@ MESSAGES = st.lists(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     messages=MESSAGES,
     faults=st.dictionaries(st.sampled_from(METHODS), st.lists(KINDS, max_size=3), max_size=4),
@@ -61,6 +64,8 @@ MESSAGES = st.lists(
     existing=st.sets(st.sampled_from(DOMAINS), max_size=2),
     deleted=st.sets(st.sampled_from(DOMAINS), max_size=2),
     domain_key=st.booleans(),
+    latency=st.integers(min_value=0, max_value=9),
+    concurrent=st.booleans(),
 )
 def test_every_domain_ends_with_one_lead_or_in_poison(
     messages: list[tuple[int, list[str]]],
@@ -69,8 +74,39 @@ def test_every_domain_ends_with_one_lead_or_in_poison(
     existing: set[str],
     deleted: set[str],
     domain_key: bool,
+    latency: int,
+    concurrent: bool,
 ) -> None:
-    w = world(HUNTER_D365_DOMAIN_KEY=str(domain_key).lower(), HUNTER_D365_MAX_THROTTLED_SECONDS="30")
+    w = world(
+        HUNTER_D365_DOMAIN_KEY=str(domain_key).lower(),
+        HUNTER_D365_MAX_THROTTLED_SECONDS="30",
+        HUNTER_D365_CLAIM_LEASE_SECONDS="20",
+    )
+
+    busy = [False]
+
+    def slow(method: str) -> None:
+        # Each Dataverse call takes `latency` seconds (under half the lease, as the design
+        # requires): a long split then outlasts its first lease and must renew its claims. With
+        # `concurrent`, a second worker takes the next message meanwhile.
+        w.clock.advance(latency)
+        ready = w.queues.push.visible()
+        if not concurrent or busy[0] or not ready:
+            return
+        message = ready[0]
+        message.dequeue_count += 1
+        message.visible_at = w.clock() + timedelta(days=1)
+        busy[0] = True
+        try:
+            process_message(str(message.content).encode(), w.services, lambda: 0.0, message.dequeue_count)
+        except (Exception, Crash):
+            message.visible_at = w.clock() + timedelta(seconds=30)  # that worker died or failed
+        else:
+            w.queues.push.delete_message(message)
+        finally:
+            busy[0] = False
+
+    w.dataverse.on_call = slow
     for domain in existing:
         w.dataverse.add(hnt_domain=domain)
     for domain in deleted - existing:

@@ -423,6 +423,7 @@ def run_host(w: World, max_deliveries: int = 200, step_seconds: float = 61.0) ->
             continue
         message = ready[0]
         message.dequeue_count += 1
+        message.visible_at = w.clock() + timedelta(days=1)  # in flight: hidden, as the host's lease does
         if message.dequeue_count > MAX_DEQUEUE_COUNT:
             w.queues.poison.send_message(message.content)
             push.delete_message(message)
