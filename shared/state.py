@@ -10,6 +10,8 @@ newer owner's result.
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -32,10 +34,19 @@ from shared.models import (
     SyncStatus,
     iso,
     parse_iso,
+    printable,
     utcnow,
 )
 
+logger = logging.getLogger(__name__)
 ROW_KEY = "lead"
+# A status this version does not know (written by a newer version before a rollback, or by hand) is
+# read as `error`: a status every writer may replace, so the domain can be pushed again, and one the
+# badge shows as needing attention. Unknown outcomes read as none. Each (domain, field, value) is
+# logged once per process (`d365_state_value_unknown`), not on every read of the row.
+UNKNOWN_STATUS_READS_AS = ERROR
+_UNKNOWN_LOGGED: set[tuple[str, str, str]] = set()
+_UNKNOWN_LOCK = threading.Lock()
 
 # Who may write which status over which (DESIGN §5). `None` is "no row yet". Anything not listed
 # is a bug and raises `ForbiddenTransition` before it reaches the table. Beyond the table:
@@ -68,6 +79,31 @@ def check_transition(writer: str, before: SyncState | None, after: SyncState) ->
 
 
 _STATE_FIELDS = [f.name for f in fields(SyncState) if f.name not in ("domain", "etag")]
+
+
+def _known(kind: type[SyncStatus] | type[Outcome], domain: str, name: str, value: Any) -> Any:
+    """`value` as a member of `kind`; a value this version does not know as `error` (a status) or
+    None (an outcome), logged once per (domain, field, value)."""
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        pass
+    read_as = UNKNOWN_STATUS_READS_AS if kind is SyncStatus else None
+    shown = printable(str(value))
+    with _UNKNOWN_LOCK:
+        first = (domain, name, shown) not in _UNKNOWN_LOGGED
+        if first:
+            if len(_UNKNOWN_LOGGED) >= 10_000:  # a bound, so that a table of odd rows cannot grow it
+                _UNKNOWN_LOGGED.clear()
+            _UNKNOWN_LOGGED.add((domain, name, shown))
+    if first:
+        logger.warning(
+            "d365_state_value_unknown",
+            extra={"domain": domain, "field": name, "value": shown, "read_as": read_as},
+        )
+    return read_as
 
 
 class Table(Protocol):
@@ -138,11 +174,12 @@ class StateStore:
 
     @staticmethod
     def _from_entity(entity: Any) -> SyncState:
+        domain = entity["PartitionKey"]
         values = {name: entity.get(name) for name in _STATE_FIELDS}
         values["attempts"] = int(values.get("attempts") or 0)
-        values["status"] = SyncStatus(values.get("status") or NOT_SYNCED)
-        values["last_outcome"] = Outcome(values["last_outcome"]) if values.get("last_outcome") else None
-        return SyncState(domain=entity["PartitionKey"], etag=entity.metadata.get("etag"), **values)
+        values["status"] = _known(SyncStatus, domain, "status", values.get("status") or NOT_SYNCED)
+        values["last_outcome"] = _known(Outcome, domain, "last_outcome", values.get("last_outcome"))
+        return SyncState(domain=domain, etag=entity.metadata.get("etag"), **values)
 
     @staticmethod
     def _to_entity(state: SyncState) -> dict[str, Any]:
