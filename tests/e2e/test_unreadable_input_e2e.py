@@ -52,13 +52,13 @@ def test_replay_counts_an_overflowing_message_invalid_and_answers_json(start_sta
     assert stack.queue_length(f"{stack.queue_name}-poison") == 1  # the unreadable one, left for a person
 
 
-def write_row(stack: Stack, domain: str, status: str) -> None:
+def write_row(stack: Stack, domain: str, status: str, **fields: str) -> None:
     service = TableServiceClient.from_connection_string(stack.azurite.connection_string)
     name = stack.env["HUNTER_D365_STATE_TABLE"]
     with contextlib.suppress(ResourceExistsError):
         service.create_table(name)
     service.get_table_client(name).upsert_entity(
-        {"PartitionKey": domain, "RowKey": "lead", "status": status, "d365_lead_id": GONE_ID, "attempts": 1}
+        {"PartitionKey": domain, "RowKey": "lead", "status": status, "d365_lead_id": GONE_ID, "attempts": 1, **fields}
     )
 
 
@@ -92,3 +92,15 @@ def test_status_push_and_batch_read_an_unknown_status_as_error(start_stack: Call
         ("batch-odd.example", "frozen"),
         ("rolled-back.example", "paused"),
     ]
+
+
+def test_a_claim_whose_end_cannot_be_read_has_ended(start_stack: Callable[..., Stack]) -> None:
+    # `9999-12-31T23:59:59-01:00` compared as a live claim for ever: the domain could never be
+    # pushed again. Read as no time at all, the claim has ended and the push goes through.
+    stack = start_stack()
+    write_row(stack, "stuck.example", "syncing", claim_token="gone-worker", claimed_until=OVERFLOWING[1])
+    assert stack.status("stuck.example")["status"] == "syncing"
+    assert stack.push({"domain": "stuck.example"}).status_code == 202
+    stack.wait_status("stuck.example", "synced")
+    [event] = stack.events("d365_state_value_unknown")
+    assert (event["domain"], event["field"]) == ("stuck.example", "claimed_until")

@@ -128,6 +128,31 @@ def test_a_batch_with_an_unknown_status_row_answers_for_every_item() -> None:
     assert [a.status for a in answers] == ["queued", "queued"]
 
 
+def test_unreadable_times_and_counters_in_a_row_read_as_none_and_zero(caplog: pytest.LogCaptureFixture) -> None:
+    state_module._UNKNOWN_LOGGED.clear()
+    w = world()
+    w.table.create_entity(
+        {
+            "PartitionKey": "odd.example",
+            "RowKey": "lead",
+            "status": "syncing",
+            "claim_token": "someone",
+            "claimed_until": OVERFLOWING[1],  # a claim whose end cannot be read has ended
+            "last_verified_at": "last tuesday",
+            "attempts": "many",
+        }
+    )
+    caplog.set_level(logging.INFO)
+    read = w.services.state.get("odd.example")
+    assert read is not None and (read.claimed_until, read.last_verified_at, read.attempts) == (None, None, 0)
+    fields = sorted(getattr(r, "field", "") for r in caplog.records if r.getMessage() == "d365_state_value_unknown")
+    assert fields == ["attempts", "claimed_until", "last_verified_at"]
+    assert accept(LeadPush(domain="odd.example"), w.services).status == "queued"
+    run_host(w)
+    row = w.state("odd.example")
+    assert row is not None and row["status"] == "synced"
+
+
 # -- the results consumer ---------------------------------------------------------------------------
 
 
