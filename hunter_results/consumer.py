@@ -4,6 +4,8 @@ For each message, in the order received:
 
 1. read it (`outcome.read_message`); unreadable → sent, exactly as it lay, to the consumer's own
    poison queue `<results queue>-poison`, then deleted (event `hunter_results_poisoned`; Bicep creates that queue);
+   an outcome dated more than `HUNTER_RESULTS_MAX_CLOCK_SKEW_SECONDS` ahead of this clock goes
+   there too (reason and `field: at`): applied, it would win every later comparison and freeze the row;
 2. apply it in one transaction (`table.HunterTable.apply`): `applied`, `stale` (older than or
    the same as what the row holds: a late or duplicate delivery, nothing changed) or `unknown`
    (Hunter has no such domain: counted and logged as `hunter_results_unknown_domain`, not kept);
@@ -25,6 +27,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
@@ -143,8 +146,10 @@ class Consumer:
         settings: ConsumerSettings,
         queues: tuple[Queue, Queue] | None = None,
         connector: Callable[[ConsumerSettings], psycopg.Connection[Any]] = connect,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self.table = HunterTable(settings)
         self._queues = queues
         self._connector = connector
@@ -214,7 +219,11 @@ class Consumer:
         try:
             outcome = read_message(message.content)
         except Unreadable as exc:
-            self._poison(message, str(exc), counts)
+            self._poison(message, str(exc), counts, field=exc.field)
+            return
+        skew = self.settings.max_clock_skew_seconds
+        if outcome.at > self._clock() + timedelta(seconds=skew):
+            self._poison(message, f"at: more than {skew:g} seconds in the future", counts, outcome, field="at")
             return
         try:
             result = self.table.apply(self.connection(), outcome)
@@ -249,7 +258,14 @@ class Consumer:
             counts.unknown_domains.append(outcome.domain)
             logger.warning("hunter_results_unknown_domain", extra=fields)
 
-    def _poison(self, message: Message, reason: str, counts: Counts, outcome: Outcome | None = None) -> None:
+    def _poison(
+        self,
+        message: Message,
+        reason: str,
+        counts: Counts,
+        outcome: Outcome | None = None,
+        field: str | None = None,
+    ) -> None:
         _, poison = self.queues
         poison.send_message(message.content)
         self._delete(message)
@@ -260,6 +276,7 @@ class Consumer:
                 "message_id": message.id,
                 "dequeue_count": message.dequeue_count,
                 "reason": reason,
+                "field": field,
                 "domain": outcome.domain if outcome else None,
                 "queue": self.settings.poison_queue_name,
             },

@@ -33,7 +33,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Unreadable(ValueError):
-    """The message is not an outcome this consumer can apply; the text says why (never the content)."""
+    """The message is not an outcome this consumer can apply; the text says why (never the content),
+    `field` names the field at fault (None for the message as a whole)."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,13 @@ def read_message(content: object) -> Outcome:
         with contextlib.suppress(binascii.Error, ValueError):
             candidates.append(base64.b64decode(compact, validate=True))
     candidates.append(text.encode("utf-8", "surrogatepass"))
-    reasons: list[str] = []
+    refusals: list[Unreadable] = []
     for body in candidates:
         try:
             return parse_outcome(body)
         except Unreadable as exc:
-            reasons.append(str(exc))
-    raise Unreadable(reasons[0])
+            refusals.append(exc)
+    raise refusals[0]
 
 
 def parse_outcome(body: bytes) -> Outcome:
@@ -90,18 +95,18 @@ def parse_outcome(body: bytes) -> Outcome:
         raise Unreadable("not a JSON object")
     version = data.get("schema_version")
     if isinstance(version, bool) or version != SCHEMA_VERSION:
-        raise Unreadable(f"schema_version: must be {SCHEMA_VERSION}")
+        raise Unreadable(f"schema_version: must be {SCHEMA_VERSION}", "schema_version")
     domain = _text(data, "domain", required=True, limit=255)
     status = _text(data, "status", required=True, limit=32)
     if status not in STATUSES:
-        raise Unreadable(f"status: must be one of {', '.join(sorted(STATUSES))}")
+        raise Unreadable(f"status: must be one of {', '.join(sorted(STATUSES))}", "status")
     at = _moment(data)
     lead_id = _text(data, "d365_lead_id", required=status == SYNCED, limit=36)
     if lead_id is not None and not _GUID.fullmatch(lead_id):
-        raise Unreadable("d365_lead_id: must be a GUID")
+        raise Unreadable("d365_lead_id: must be a GUID", "d365_lead_id")
     error = data.get("error")
     if error is not None and not isinstance(error, str):
-        raise Unreadable("error: must be a string")
+        raise Unreadable("error: must be a string", "error")
     assert domain is not None and status is not None
     return Outcome(
         domain=domain,
@@ -118,10 +123,10 @@ def _text(data: dict[str, Any], name: str, *, required: bool, limit: int) -> str
     value = data.get(name)
     if value is None or value == "":
         if required:
-            raise Unreadable(f"{name}: required")
+            raise Unreadable(f"{name}: required", name)
         return None
     if not isinstance(value, str) or len(value) > limit or _CONTROL.search(value):
-        raise Unreadable(f"{name}: must be a string of at most {limit} printable characters")
+        raise Unreadable(f"{name}: must be a string of at most {limit} printable characters", name)
     return value
 
 
@@ -129,9 +134,16 @@ def _moment(data: dict[str, Any]) -> datetime:
     """`at`, the time the app published the outcome: what ordering is decided on."""
     value = data.get("at")
     if not isinstance(value, str) or not value:
-        raise Unreadable("at: required (an ISO 8601 time)")
+        raise Unreadable("at: required (an ISO 8601 time)", "at")
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise Unreadable("at: must be an ISO 8601 time") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise Unreadable("at: must be an ISO 8601 time", "at") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # `0001-01-01T00:00:00+01:00` has no UTC value inside datetime's range: without this the
+        # OverflowError escaped `drain` and the consumer met the same message again on every pass.
+        raise Unreadable("at: outside the range of dates that can be converted to UTC", "at") from None

@@ -18,6 +18,7 @@
 | `HUNTER_RESULTS_BATCH_SIZE` | 32 (1–32 messages per receive) |
 | `HUNTER_RESULTS_VISIBILITY_TIMEOUT_SECONDS` | 60 |
 | `HUNTER_RESULTS_POLL_MIN_SECONDS`, `HUNTER_RESULTS_POLL_MAX_SECONDS` | 1, 30 (idle backoff) |
+| `HUNTER_RESULTS_MAX_CLOCK_SKEW_SECONDS` | 300 (0–86400): an outcome whose `at` is further ahead of this machine's clock is refused to the poison queue |
 
 Identifiers are validated here and quoted by psycopg when the SQL is built (`table.py`); a setting
 that is missing or malformed raises `ConfigError` naming it, never echoing the database URL.
@@ -81,6 +82,10 @@ class ConsumerSettings:
     visibility_timeout: int = 60
     poll_min_seconds: float = 1.0
     poll_max_seconds: float = 30.0
+    # How far an outcome's `at` may lie ahead of this clock (the app's and this machine's clocks
+    # differ a little). An outcome dated later would win every ordering comparison from then on
+    # and freeze Hunter's row, so it is refused instead.
+    max_clock_skew_seconds: float = 300.0
 
     @property
     def poison_queue_name(self) -> str:
@@ -134,4 +139,5 @@ class ConsumerSettings:
             visibility_timeout=int(_number(env, "HUNTER_RESULTS_VISIBILITY_TIMEOUT_SECONDS", 60, 1, 7 * 24 * 3600)),
             poll_min_seconds=poll_min,
             poll_max_seconds=_number(env, "HUNTER_RESULTS_POLL_MAX_SECONDS", 30.0, poll_min, 3600),
+            max_clock_skew_seconds=_number(env, "HUNTER_RESULTS_MAX_CLOCK_SKEW_SECONDS", 300.0, 0, 86400),
         )

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.config import ConfigError
+from shared.config_error import ConfigError
 
 DATAVERSE_CONCURRENT_REQUEST_LIMIT = 52
 # The default budget leaves 8 of the 52 for what else signs in as the same application user: the

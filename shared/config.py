@@ -14,14 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from shared.concurrency import plan_from_env
+from shared.config_error import ConfigError
+
+__all__ = ["AUTH_MODES", "ConfigError", "Settings", "get_settings", "is_unresolved_keyvault_reference"]
+
 AUTH_MODES = ("client_secret", "managed_identity")
 _KEYVAULT_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\(", re.IGNORECASE)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid. The message names the setting, never its value."""
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -126,7 +127,6 @@ class Settings:
                 "HUNTER_D365_CLIENT_SECRET: holds an unresolved Key Vault reference; check the app's "
                 "identity has 'Key Vault Secrets User' on the vault and the secret name is right"
             )
-        from shared.concurrency import plan_from_env  # concurrency imports ConfigError from here
 
         queue = env.get("HUNTER_D365_QUEUE", "d365-lead-push").strip() or "d365-lead-push"
         settings = cls(

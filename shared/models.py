@@ -179,10 +179,14 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def parse_iso(text: str | None, field: str = "enqueued_at") -> datetime | None:
-    """An ISO 8601 string as an aware UTC datetime (naive means UTC).
+    """An ISO 8601 string as an aware datetime in UTC (naive means UTC).
+
+    The conversion to UTC happens here, where the field's name is known: a time with an offset at
+    either end of the calendar (`0001-01-01T00:00:00+01:00`, `9999-12-31T23:59:59-01:00`) has no
+    UTC value inside `datetime`'s range, and converting it later raised a bare OverflowError.
 
     Raises:
-        InputError: not a valid ISO 8601 timestamp.
+        InputError: not a valid ISO 8601 timestamp, or one with no UTC value (code `invalid_date`).
     """
     if text is None or text == "":
         return None
@@ -192,7 +196,16 @@ def parse_iso(text: str | None, field: str = "enqueued_at") -> datetime | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InputError("must be an ISO 8601 timestamp", field=field) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InputError(
+            "is outside the range of dates that can be converted to UTC (years 1-9999)",
+            field=field,
+            code="invalid_date",
+        ) from None
 
 
 def _string(data: dict[str, Any], name: str, limit: int) -> str | None:

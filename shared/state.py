@@ -10,6 +10,8 @@ newer owner's result.
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -27,15 +29,26 @@ from shared.models import (
     RETRYING,
     SYNCED,
     SYNCING,
+    InputError,
     Outcome,
     SyncState,
     SyncStatus,
     iso,
     parse_iso,
+    printable,
     utcnow,
 )
 
+logger = logging.getLogger(__name__)
 ROW_KEY = "lead"
+# A status this version does not know (written by a newer version before a rollback, or by hand) is
+# read as `error`: a status every writer may replace, so the domain can be pushed again, and one the
+# badge shows as needing attention. Unknown outcomes and unreadable times read as none, an
+# unreadable counter as 0. Each (domain, field, value) is logged once per process
+# (`d365_state_value_unknown`), not on every read of the row.
+UNKNOWN_STATUS_READS_AS = ERROR
+_UNKNOWN_LOGGED: set[tuple[str, str, str]] = set()
+_UNKNOWN_LOCK = threading.Lock()
 
 # Who may write which status over which (docs/design.md §5). `None` is "no row yet". Anything not listed
 # is a bug and raises `ForbiddenTransition` before it reaches the table. Beyond the table:
@@ -70,6 +83,62 @@ def check_transition(writer: str, before: SyncState | None, after: SyncState) ->
 
 
 _STATE_FIELDS = [f.name for f in fields(SyncState) if f.name not in ("domain", "etag")]
+
+
+_TIME_FIELDS = ("last_synced_at", "last_verified_at", "next_attempt_at", "claimed_until", "updated_at")
+
+
+def _unknown(domain: str, name: str, value: Any, read_as: Any) -> Any:
+    """Log, once per (domain, field, value) in this process, that a row holds a value this version
+    cannot read (`d365_state_value_unknown`); returns `read_as`, what it is read as instead."""
+    shown = printable(str(value))
+    with _UNKNOWN_LOCK:
+        first = (domain, name, shown) not in _UNKNOWN_LOGGED
+        if first:
+            if len(_UNKNOWN_LOGGED) >= 10_000:  # a bound, so that a table of odd rows cannot grow it
+                _UNKNOWN_LOGGED.clear()
+            _UNKNOWN_LOGGED.add((domain, name, shown))
+    if first:
+        logger.warning(
+            "d365_state_value_unknown",
+            extra={"domain": domain, "field": name, "value": shown, "read_as": read_as},
+        )
+    return read_as
+
+
+def _known(kind: type[SyncStatus] | type[Outcome], domain: str, name: str, value: Any) -> Any:
+    """`value` as a member of `kind`; a value this version does not know as `error` (a status) or
+    None (an outcome)."""
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        return _unknown(domain, name, value, UNKNOWN_STATUS_READS_AS if kind is SyncStatus else None)
+
+
+def _time(domain: str, name: str, value: Any) -> str | None:
+    """A stored time as the ISO 8601 UTC text the app writes; one that is not (a hand edit, a time
+    with no UTC value) as None — a claim whose end cannot be read has ended, a verification whose
+    time cannot be read is done again."""
+    if value is None or value == "":
+        return None
+    try:
+        return iso(value if isinstance(value, datetime) else parse_iso(value, name))
+    except (InputError, OverflowError):
+        _unknown(domain, name, value, None)
+        return None
+
+
+def _count(domain: str, name: str, value: Any) -> int:
+    """A stored counter; one that is not a whole number from 0 as 0."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return int(_unknown(domain, name, value, 0))
 
 
 class Table(Protocol):
@@ -140,11 +209,13 @@ class StateStore:
 
     @staticmethod
     def _from_entity(entity: Any) -> SyncState:
+        domain = entity["PartitionKey"]
         values = {name: entity.get(name) for name in _STATE_FIELDS}
-        values["attempts"] = int(values.get("attempts") or 0)
-        values["status"] = SyncStatus(values.get("status") or NOT_SYNCED)
-        values["last_outcome"] = Outcome(values["last_outcome"]) if values.get("last_outcome") else None
-        return SyncState(domain=entity["PartitionKey"], etag=entity.metadata.get("etag"), **values)
+        values["attempts"] = _count(domain, "attempts", values.get("attempts"))
+        values.update({name: _time(domain, name, values.get(name)) for name in _TIME_FIELDS})
+        values["status"] = _known(SyncStatus, domain, "status", values.get("status") or NOT_SYNCED)
+        values["last_outcome"] = _known(Outcome, domain, "last_outcome", values.get("last_outcome"))
+        return SyncState(domain=domain, etag=entity.metadata.get("etag"), **values)
 
     @staticmethod
     def _to_entity(state: SyncState) -> dict[str, Any]:

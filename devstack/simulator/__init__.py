@@ -8,7 +8,7 @@ CA and a bundle of the system CAs plus it are written to the state directory, fo
 `REQUESTS_CA_BUNDLE`.
 
 One module per service it imitates; each reads the request and shapes the answer, and changes
-state only through the methods of `Simulator` (`state.py`):
+state only through the methods of `SimulatorState` (`state.py`):
 
     module       routes (all on https://127.0.0.1:<port>)
     entra        GET  /{tenant}/v2.0/.well-known/openid-configuration     Entra ID discovery
@@ -23,7 +23,7 @@ state only through the methods of `Simulator` (`state.py`):
     dataverse    *    /api/data/v9.2/…                                     leads, WhoAmI, EntityDefinitions,
                                                                            service-protection limits, faults
     admin        *    /_admin/…                                            faults, limits, rotation, inspection
-    server       the HTTPS server, the local CA, dispatch, `main`
+    server       the HTTPS server, the local CA, dispatch, `Simulator` (state + start/stop), `main`
     admin_client `SimulatorAdmin`: the admin API for tests, benchmarks and the demo
 
 Run alone: `python -m devstack.simulator [--port 8443] [--state-dir .devstack]`.
@@ -31,6 +31,7 @@ Run alone: `python -m devstack.simulator [--port 8443] [--state-dir .devstack]`.
 
 from devstack.simulator.admin_client import SimulatorAdmin
 from devstack.simulator.leads import LEAD_COLUMNS, select, validate_lead
+from devstack.simulator.server import Simulator
 from devstack.simulator.state import (
     DEFAULT_CLIENT_ID,
     DEFAULT_IDENTITY_HEADER,
@@ -40,7 +41,6 @@ from devstack.simulator.state import (
     DEFAULT_TENANT,
     Fault,
     Limits,
-    Simulator,
 )
 from devstack.simulator.wire import Response, json_response, odata_error
 

@@ -29,7 +29,7 @@ from devstack.simulator.state import Fault, Limits
 from devstack.simulator.wire import Request, Response, json_response
 
 if TYPE_CHECKING:
-    from devstack.simulator.state import Simulator
+    from devstack.simulator.state import SimulatorState as Simulator
 
 
 def handle(sim: Simulator, request: Request) -> Response:

@@ -19,7 +19,8 @@ from devstack.simulator.leads import ALL_COLUMNS, KEY_COLUMN, KEY_FORBIDDEN, PIC
 from devstack.simulator.wire import Request, Response, json_response, odata_error, seconds
 
 if TYPE_CHECKING:
-    from devstack.simulator.state import Fault, Simulator
+    from devstack.simulator.state import Fault
+    from devstack.simulator.state import SimulatorState as Simulator
 
 API_PREFIX = "/api/data/v9.2/"
 _GUID = r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}"

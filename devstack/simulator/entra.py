@@ -9,18 +9,17 @@ application roles granted to the client ("Add app roles…": application permiss
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from devstack.simulator import signin
+from devstack.simulator.aadsts import error_response
 from devstack.simulator.directory import API_CLIENT_ID, API_IDENTIFIER_URI
 from devstack.simulator.state import now
 from devstack.simulator.wire import Request, Response, json_response
 
 if TYPE_CHECKING:
-    from devstack.simulator.state import Simulator
+    from devstack.simulator.state import SimulatorState as Simulator
 
 
 def discovery(sim: Simulator, request: Request) -> Response:
@@ -70,27 +69,6 @@ def discovery(sim: Simulator, request: Request) -> Response:
             "tenant_region_scope": "EU",
         },
         {"Access-Control-Allow-Origin": "*"},
-    )
-
-
-def error_response(
-    sim: Simulator, request: Request, status: int, error: str, aadsts: int, description: str
-) -> Response:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    trace = str(uuid.uuid4())
-    correlation = request.header("client-request-id") or str(uuid.uuid4())
-    return json_response(
-        status,
-        {
-            "error": error,
-            "error_description": f"AADSTS{aadsts}: {description} Trace ID: {trace} Correlation ID: "
-            f"{correlation} Timestamp: {stamp}",
-            "error_codes": [aadsts],
-            "timestamp": stamp,
-            "trace_id": trace,
-            "correlation_id": correlation,
-            "error_uri": f"{sim.base_url}/error?code={aadsts}",
-        },
     )
 
 

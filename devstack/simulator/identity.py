@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from devstack.simulator.wire import Request, Response, json_response
 
 if TYPE_CHECKING:
-    from devstack.simulator.state import Simulator
+    from devstack.simulator.state import SimulatorState as Simulator
 
 
 def token(sim: Simulator, request: Request) -> Response:

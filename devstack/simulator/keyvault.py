@@ -10,7 +10,7 @@ from devstack.simulator.state import now
 from devstack.simulator.wire import Request, Response, json_response
 
 if TYPE_CHECKING:
-    from devstack.simulator.state import Simulator
+    from devstack.simulator.state import SimulatorState as Simulator
 
 VAULT_RESOURCE = "https://vault.azure.net"
 

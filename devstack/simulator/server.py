@@ -19,13 +19,41 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack.processes import wait_for_signal
 from devstack.simulator import admin, dataverse, entra, identity, keyvault, signin
-from devstack.simulator.state import DEFAULT_SECRET, Simulator
+from devstack.simulator.state import DEFAULT_SECRET, SimulatorState
 from devstack.simulator.wire import Request, Response, json_response
 
-Handler = Callable[[Simulator, Request], Response]
+Handler = Callable[[SimulatorState, Request], Response]
 
 
-def tls_context(sim: Simulator) -> ssl.SSLContext:
+class Simulator(SimulatorState):
+    """The simulated services and their state, served over HTTPS: `start()` serves them on a
+    background thread (also as a context manager). The state lives in `state.SimulatorState`; the
+    serving lives here, beside the dispatch to every service module, so that no service module
+    imports the server back."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop: Callable[[], None] | None = None
+
+    def start(self) -> Simulator:
+        """Make certificates, bind, and serve on a daemon thread. Returns self."""
+        self.port, self._stop = serve(self)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._stop is not None:
+            self._stop()
+            self._stop = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def tls_context(sim: SimulatorState) -> ssl.SSLContext:
     """A server context with a certificate for 127.0.0.1/localhost from a new local CA; writes the
     CA, a bundle of the system CAs plus it (for REQUESTS_CA_BUNDLE), and a certificate and key for
     Azurite from the same CA, to the state directory."""
@@ -85,7 +113,7 @@ def route(path: str) -> tuple[str, Handler]:
     return "unknown", _not_found
 
 
-def _not_found(sim: Simulator, request: Request) -> Response:
+def _not_found(sim: SimulatorState, request: Request) -> Response:
     return json_response(404, {"error": {"code": "NotFound", "message": "no such route"}})
 
 

@@ -35,6 +35,7 @@ import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode
 
+from devstack.simulator.aadsts import error_response
 from devstack.simulator.directory import (
     API_CLIENT_ID,
     API_IDENTIFIER_URI,
@@ -48,7 +49,7 @@ from devstack.simulator.state import now
 from devstack.simulator.wire import Request, Response, json_response
 
 if TYPE_CHECKING:
-    from devstack.simulator.state import Simulator
+    from devstack.simulator.state import SimulatorState as Simulator
 
 OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
 
@@ -221,8 +222,6 @@ def _client_info(sim: Simulator, user: User) -> str:
 
 
 def _refusal(sim: Simulator, request: Request, reason: str) -> Response:
-    from devstack.simulator.entra import error_response
-
     error, number, description = reason.split("|", 2)
     return cors(request, error_response(sim, request, 400, error, int(number), description))
 

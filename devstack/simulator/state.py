@@ -1,6 +1,8 @@
 """The simulated services' state, behind one lock, and every change to it as a method of
-`Simulator`. The service modules (entra, dataverse, keyvault, identity, admin) read requests and
-shape answers; they change state only through these methods."""
+`SimulatorState`. The service modules (entra, dataverse, keyvault, identity, admin) read requests and
+shape answers; they change state only through these methods. Serving it is the server's business:
+`server.Simulator` (the public `devstack.simulator.Simulator`) adds `start`/`stop`, so this module
+imports no service module and the server, which dispatches to all of them, closes no import cycle."""
 
 from __future__ import annotations
 
@@ -135,8 +137,8 @@ class Throttled:
     retry_after: float
 
 
-class Simulator:
-    """The simulated services and their state. `start()` serves them on a background thread."""
+class SimulatorState:
+    """The simulated services and their state (`server.Simulator` serves them)."""
 
     def __init__(
         self,
@@ -163,7 +165,6 @@ class Simulator:
         # as JWKS), and the codes and refresh tokens of the sign-in flow (directory.py).
         self.directory = Directory(tenant_id)
         self._initial_secret = client_secret
-        self._stop: Callable[[], None] | None = None
         self.ca_path = self.state_dir / "sim-ca.pem"
         self.bundle_path = self.state_dir / "ca-bundle.pem"
         self.storage_cert_path = self.state_dir / "storage-cert.pem"
@@ -256,27 +257,6 @@ class Simulator:
                 "token_lifetime": self.token_lifetime,
                 "latency_ms": self.latency_ms,
             }
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def start(self) -> Simulator:
-        """Make certificates, bind, and serve on a daemon thread. Returns self."""
-        from devstack.simulator.server import serve  # the server dispatches to every service module
-
-        self.port, self._stop = serve(self)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._stop is not None:
-            self._stop()
-            self._stop = None
-
-    def __enter__(self) -> Simulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- Entra ID applications and tokens ------------------------------------------------------
 

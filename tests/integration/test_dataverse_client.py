@@ -121,7 +121,7 @@ def test_service_request_id_travels_on_the_error_and_in_the_event(
 ) -> None:
     admin.add_fault(route="lead_query", status=503, times=1)
     client = make_client(sim)
-    caplog.set_level(logging.WARNING, logger="shared.dataverse.client")
+    caplog.set_level(logging.WARNING, logger="shared.dataverse")
     with pytest.raises(D365APIError) as raised:
         client.find_lead("hnt_domain", "acme.com")
     request_id = raised.value.service_request_id
@@ -160,11 +160,11 @@ def test_a_silent_server_is_a_read_timeout_after_sending(sim: Simulator, admin: 
     admin.add_fault(route="lead_create", latency_ms=1500, times=1)
     client = make_client(sim)
     client.who_am_i()
-    client._timeout = 0.5
+    client.transport.timeout = 0.5
     with pytest.raises(D365ResponseLostError) as raised:
         client.create_lead({"subject": "x", "hnt_domain": "slow.com"})
     assert raised.value.code == "read_timeout"
-    client._timeout = 10
+    client.transport.timeout = 10
     deadline = time.monotonic() + 10
     while client.find_lead("hnt_domain", "slow.com") is None:  # sent: the create lands after all
         assert time.monotonic() < deadline, "the timed-out create never landed"

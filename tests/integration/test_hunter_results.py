@@ -319,3 +319,32 @@ def test_the_command_refuses_a_table_that_is_not_there(env: dict[str, str], send
         check=False,
     )
     assert process.returncode == 1 and "UndefinedTable" in process.stderr
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "far future"])
+def test_an_at_with_no_utc_value_or_from_the_future_is_poisoned_and_the_row_keeps_moving(
+    env: dict[str, str], send: Callable[..., str], azurite: Azurite, at: str
+) -> None:
+    # Before issue 19 the first two raised OverflowError out of `drain` (a crash loop on one
+    # message) and the third was applied and made every later outcome for the domain stale.
+    url = env["HUNTER_RESULTS_DATABASE_URL"]
+    add_company(url, "acme.example")
+    now = datetime.now(UTC)
+    text = iso(now + timedelta(days=3650)) if at == "far future" else at
+    body = PushOutcome(
+        domain="acme.example",
+        status=SyncStatus.SYNCED,
+        outcome=Outcome.CREATED,
+        correlation_id="c-bad",
+        d365_lead_id=ID_2,
+        at=text,
+    ).to_json()
+    queue(azurite, env["HUNTER_D365_RESULTS_QUEUE"]).send_message(body)
+    send("acme.example", now)  # a real outcome behind it
+    counts = drain(settings(env))
+    assert (counts.received, counts.poisoned, counts.applied) == (2, 1, 1)
+    [poisoned] = remaining(azurite, env["HUNTER_D365_RESULTS_QUEUE"] + "-poison")
+    assert json.loads(base64.b64decode(poisoned))["at"] == text
+    assert remaining(azurite, env["HUNTER_D365_RESULTS_QUEUE"]) == []
+    row = seed_select(url, "acme.example")
+    assert row is not None and row[:2] == (ID_1, "synced")
