@@ -18,15 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("shared", "devstack", "hunter_results")
 SINGLE_MODULES = ("function_app",)
 
-# Private imports still left in the push engine (shared/pipeline.py, shared/bulk.py), which issue 19's
-# engine work restructures: listed here so that the test checks everything else, and fails when an
-# entry is gone (shrink the list) or a new one appears. (importer, source module, name)
-KNOWN_PRIVATE_IMPORTS = {
-    ("shared.bulk", "shared.pipeline", "_belongs"),
-    ("shared.bulk", "shared.pipeline", "_give_up"),
-    ("shared.bulk", "shared.pipeline", "_identity_column"),
-    ("shared.bulk", "shared.pipeline", "_synced"),
-}
+# Private names imported across modules that are still allowed: none since issue 19 made one push
+# engine. The test fails when one appears. (importer, source module, name)
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 
 
 def modules() -> dict[str, Path]:

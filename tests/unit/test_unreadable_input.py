@@ -18,7 +18,8 @@ from hunter_results.outcome import Unreadable, read_message
 from hunter_results.settings import ConsumerSettings
 from shared import state as state_module
 from shared.models import InputError, LeadPush, parse_iso, parse_message
-from shared.pipeline import accept, accept_batch, poisoned_lead, replay_poison
+from shared.engine import poisoned_message, replay_poison
+from shared.pipeline import accept, accept_batch
 from tests.unit.fakes import World, run_host, world
 
 OVERFLOWING = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
@@ -65,10 +66,7 @@ def test_the_worker_rejects_it_once_to_poison(text: str, schema: int, caplog: py
     assert len(w.queues.poison.messages) == 1 and not w.queues.push.messages
     rejected = [r for r in caplog.records if r.getMessage() == "d365_push_rejected"]
     assert len(rejected) == 1
-    if schema == 1:
-        # A refused schema-2 envelope is re-read as schema 1 by `bulk.process_message` today and
-        # named `schema_version`; the engine's dispatch by schema (issue 19) owns that line.
-        assert getattr(rejected[0], "field", None) == "enqueued_at"
+    assert getattr(rejected[0], "field", None) == "enqueued_at"
     assert not w.dataverse.calls and w.state("acme.example") is None
 
 
@@ -77,7 +75,7 @@ def test_replay_counts_it_invalid_and_replays_the_rest(text: str) -> None:
     w = world()
     w.queues.poison.send_message(message("bad.example", text))
     w.queues.poison.send_message(LeadPush(domain="good.example").to_json())
-    assert poisoned_lead(message("bad.example", text)) is None
+    assert poisoned_message(message("bad.example", text)) is None
     assert replay_poison(w.services) == {"replayed": 1, "invalid": 1}
     assert len(w.queues.poison.visible()) == 1 and len(w.queues.push.messages) == 1
 
