@@ -24,6 +24,7 @@ state only through the methods of `Simulator` (`state.py`):
     dataverse    *    /api/data/v9.2/…                                     leads, WhoAmI, EntityDefinitions,
                                                                            service-protection limits, faults
     admin        *    /_admin/…                                            faults, limits, rotation, inspection
+    leadpage     GET  /main.aspx?pagetype=entityrecord&etn=lead&id=…        the lead's record page (HTML)
     server       the HTTPS server, the local CA, dispatch, `main`
     admin_client `SimulatorAdmin`: the admin API for tests, benchmarks and the demo
 

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack import localca
 from devstack.processes import wait_for_signal
-from devstack.simulator import admin, dataverse, entra, identity, keyvault, signin
+from devstack.simulator import admin, dataverse, entra, identity, keyvault, leadpage, signin
 from devstack.simulator.state import DEFAULT_SECRET, Simulator
 from devstack.simulator.wire import Request, Response, json_response
 
@@ -85,6 +85,8 @@ def route(path: str) -> tuple[str, Handler]:
         return "jwks", signin.jwks
     if path.endswith("/.well-known/openid-configuration"):
         return "discovery", entra.discovery
+    if path == "/main.aspx":
+        return "record_page", leadpage.handle
     return "unknown", _not_found
 
 
