@@ -100,7 +100,7 @@ def _value(column: str, value: Any) -> str:
 
 def _page(status: int, title: str, body: str) -> Response:
     page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
         f"<title>{html.escape(title)} - Dynamics 365 (simulated)</title><style>{_STYLE}</style></head>"
         f"<body><header>Dynamics 365 · Sales (local simulator)</header><main><h1>{html.escape(title)}</h1>{body}"
         '<p class="note">The simulated Dataverse of the local stack (devstack/simulator).</p></main></body></html>'
