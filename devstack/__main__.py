@@ -71,9 +71,16 @@ def say_trust(ca: Path) -> None:
     """Say whether browsers trust the local CA the simulator's certificate comes from, and how to
     make them (`make trust`, docs/local-https.md) when they do not."""
     lacking = trust.missing(ca.read_bytes())
-    if lacking:
-        say(f"HTTPS        the local CA is not trusted yet by: {', '.join(lacking)}")
-        say("             run `make trust` once (docs/local-https.md), then restart the browser, or sign-in fails")
+    browsers = [store for store in lacking if store != "system store"]
+    if browsers:
+        say(f"HTTPS        the local CA is not trusted yet by: {', '.join(browsers)}")
+        say("             the demo page cannot sign in until you run `make trust` once and restart the browser")
+        say("             (docs/local-https.md)")
+    elif lacking:
+        say(
+            "HTTPS        browsers trust the local CA; the system store does not (curl: --cacert .devstack/ca-bundle.pem,"
+        )
+        say("             or `make trust` adds it there too; docs/local-https.md)")
     else:
         say(f"HTTPS        the local CA ({localca.ca_dir()}) is trusted")
 

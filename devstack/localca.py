@@ -13,6 +13,7 @@ nothing here prints or logs the key.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from collections.abc import Mapping
@@ -36,7 +37,9 @@ def ca_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def load_or_create(directory: Path) -> trustme.CA:
-    """The CA kept in `directory`, made (and kept) first when there is none.
+    """The CA kept in `directory`, made (and kept) first when there is none. Two starts at once
+    (the simulator and `make trust`, or two stacks) make one CA between them: the first holds a
+    lock on the directory while it writes.
 
     Raises:
         OSError: the directory cannot be created or the files cannot be read or written.
@@ -47,15 +50,20 @@ def load_or_create(directory: Path) -> trustme.CA:
         return trustme.CA.from_pem(cert.read_bytes(), key.read_bytes())
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.chmod(0o700)
-    owner = f"{os.environ.get('USER') or os.environ.get('LOGNAME') or 'user'}@{socket.gethostname()}"
-    ca = trustme.CA(organization_name=CA_NAME, organization_unit_name=f"{CA_NAME} ({owner})")
-    # The key is written to a file created 0600, never with wider permissions even for a moment.
-    descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(ca.private_key_pem.bytes())
-    key.chmod(0o600)
-    cert.write_bytes(ca.cert_pem.bytes())
-    return ca
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cert.exists() and key.exists():  # made by whoever held the lock before us
+            return trustme.CA.from_pem(cert.read_bytes(), key.read_bytes())
+        owner = f"{os.environ.get('USER') or os.environ.get('LOGNAME') or 'user'}@{socket.gethostname()}"
+        ca = trustme.CA(organization_name=CA_NAME, organization_unit_name=f"{CA_NAME} ({owner})")
+        # The key goes to a file created 0600, never with wider permissions even for a moment;
+        # the certificate last, so that a certificate on disk always has its key beside it.
+        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(ca.private_key_pem.bytes())
+        key.chmod(0o600)
+        cert.write_bytes(ca.cert_pem.bytes())
+        return ca
 
 
 def cert_path(directory: Path | None = None) -> Path:
