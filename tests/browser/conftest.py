@@ -147,11 +147,12 @@ class Demo:
             f"d365-push-button[domain='{domain}'][data-status='{status}']", timeout=timeout * 1000
         )
 
-    def screenshot(self, name: str) -> Path:
-        """The page as a PNG in test-artifacts/browser/ (and docs/screenshots/ with SCREENSHOTS_TO_DOCS=1)."""
+    def screenshot(self, name: str, page: Any = None) -> Path:
+        """The page (or another `page`) as a PNG in test-artifacts/browser/ (and docs/screenshots/
+        with SCREENSHOTS_TO_DOCS=1)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        (page or self.page).screenshot(path=str(path), full_page=True)
         if os.environ.get("SCREENSHOTS_TO_DOCS") == "1":
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)

@@ -41,13 +41,15 @@ def open_lead_page(demo: Demo, domain: str) -> Any:
     return popup
 
 
-def assert_lead_page(demo: Demo, domain: str, company: str) -> None:
+def assert_lead_page(demo: Demo, domain: str, company: str, screenshot: str = "") -> None:
     [lead] = [lead for lead in demo.sim.leads() if lead.get("hnt_domain") == domain]
     href = demo.button(domain).locator("a").get_attribute("href") or ""
     assert href.endswith(f"main.aspx?pagetype=entityrecord&etn=lead&id={lead['leadid']}")
     popup = open_lead_page(demo, domain)
     assert popup.text_content("h1") == f"Lead: {company}"
     assert popup.text_content("td[data-column=hnt_domain]") == domain
+    if screenshot:
+        demo.screenshot(screenshot, popup)
     popup.close()
 
 
@@ -72,7 +74,7 @@ def test_a_person_who_may_push_signs_in_pushes_sees_synced_and_opens_the_lead_pa
     assert page.button(CONTOSO).locator(".badge").text_content() == "Synced"
     if not admin:
         page.screenshot("synced")
-    assert_lead_page(page, CONTOSO, "Contoso Ltd")
+    assert_lead_page(page, CONTOSO, "Contoso Ltd", "" if admin else "lead-page")
     if admin:
         page.page.click("d365-replay-button button")
         page.page.wait_for_function(
