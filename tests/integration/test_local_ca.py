@@ -62,3 +62,15 @@ def test_make_trust_adds_the_ca_to_the_nss_database_of_the_home_it_runs_in(tmp_p
     pem = localca.cert_path(localca.ca_dir({"HOME": str(tmp_path)})).read_bytes()
     assert trust.missing(pem, tmp_path, system=False) == []
     assert trust.missing(pem, tmp_path / "elsewhere", system=False) == ["Chromium/Chrome (~/.pki/nssdb)"]
+
+
+def test_make_trust_also_reaches_every_firefox_profile(tmp_path: Path) -> None:
+    if shutil.which("certutil") is None:
+        pytest.skip("NSS's certutil is missing (make nss-tools installs libnss3-tools as root)")
+    profile = tmp_path / ".mozilla" / "firefox" / "abcd1234.default-release"
+    profile.mkdir(parents=True)
+    subprocess.run(["certutil", "-N", "-d", f"sql:{profile}", "--empty-password"], check=True)
+    directory = localca.ca_dir({"HOME": str(tmp_path)})
+    done, failed = trust.trust(directory, tmp_path, system=False)
+    assert failed == [] and done == ["Chromium/Chrome (~/.pki/nssdb)", "Firefox profile abcd1234.default-release"]
+    assert trust.missing(localca.cert_path(directory).read_bytes(), tmp_path, system=False) == []
