@@ -9,7 +9,7 @@ STAMP_NODE := node_modules/.installed
 WORKER_VENV := .venv-worker
 STAMP_WORKER := $(WORKER_VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check browser results
+.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check browser nss-tools trust results
 
 setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_WORKER)  ## install Python packages (.venv, .venv-worker) and Azurite (node_modules)
 
@@ -47,6 +47,23 @@ browser:  ## install Debian's chromium for the browser tests when missing (as ro
 	  || echo "==> chromium could not be installed; the browser tests will say so"; \
 	else echo "==> chromium is missing and this is not root: the browser tests will skip (sudo apt-get install chromium)"; fi
 
+# NSS's certutil (Debian package libnss3-tools) for `make trust` and the browser tests, which trust
+# the local CA in NSS databases (Chromium's ~/.pki/nssdb, Firefox profiles); as `browser` above.
+nss-tools:  ## install NSS's certutil (libnss3-tools) when missing (as root)
+	@if command -v certutil >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "==> certutil from Debian (apt-get install libnss3-tools)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnss3-tools >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnss3-tools >/dev/null 2>&1; } \
+	  || echo "==> libnss3-tools could not be installed; \`make trust\` will say what is missing"; \
+	else echo "==> certutil is missing and this is not root: sudo apt-get install libnss3-tools (Fedora: nss-tools)"; fi
+
+# One local CA per user, kept across runs (devstack/localca.py); this trusts it in the system store
+# (update-ca-certificates, through sudo unless root) and in Chromium's/Firefox's NSS databases.
+# ARGS=--no-system: browsers only, no root; ARGS=--check: report only. See docs/local-https.md.
+trust: setup nss-tools  ## trust the local HTTPS CA in the system store and the browsers' NSS databases
+	@$(PY) -m devstack.trust $(ARGS)
+
 run: setup  ## start Azurite + the simulator + the local Functions host; Ctrl-C stops all
 	@$(PY) -m devstack up
 
@@ -71,7 +88,7 @@ typecheck: setup
 infra-check:  ## offline infra checks: Bicep structure tests (pycep-parser) + checkov; tools in .venv-infra
 	@PYTHON=$(PYTHON) infra/check.sh
 
-test: setup browser lint typecheck infra-check  ## lint, type-check, the offline infra checks, then every test
+test: setup browser nss-tools lint typecheck infra-check  ## lint, type-check, the offline infra checks, then every test
 	@echo "==> pytest"
 	@$(PY) -m pytest -q
 

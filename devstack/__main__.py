@@ -35,7 +35,7 @@ from typing import Any
 
 import requests
 
-from devstack import ui
+from devstack import localca, trust, ui
 from devstack.processes import (
     AzuriteTls,
     ProcessGroup,
@@ -65,6 +65,24 @@ LOCAL_DEFAULTS = {
 
 def say(text: str) -> None:
     print(f"[devstack] {text}", flush=True)
+
+
+def say_trust(ca: Path) -> None:
+    """Say whether browsers trust the local CA the simulator's certificate comes from, and how to
+    make them (`make trust`, docs/local-https.md) when they do not."""
+    lacking = trust.missing(ca.read_bytes())
+    browsers = [store for store in lacking if store != "system store"]
+    if browsers:
+        say(f"HTTPS        the local CA is not trusted yet by: {', '.join(browsers)}")
+        say("             the demo page cannot sign in until you run `make trust` once and restart the browser")
+        say("             (docs/local-https.md)")
+    elif lacking:
+        say(
+            "HTTPS        browsers trust the local CA; the system store does not (curl: --cacert .devstack/ca-bundle.pem,"
+        )
+        say("             or `make trust` adds it there too; docs/local-https.md)")
+    else:
+        say(f"HTTPS        the local CA ({localca.ca_dir()}) is trusted")
 
 
 def file_settings() -> dict[str, str]:
@@ -136,6 +154,7 @@ def run(stack: ProcessGroup, stopping: threading.Event) -> int:
     if "HUNTER_D365_BASE_URL" not in configured:
         info = stack.simulator()
         say(f"Simulator    {info['base_url']}  (Dataverse, Entra ID, Key Vault, managed identity; admin at /_admin)")
+        say_trust(Path(info["ca_path"]))
         env.update(simulator_env(info))
         if "HUNTER_D365_CLIENT_SECRET" not in configured and "HUNTER_KEYVAULT_URL" not in configured:
             # Read the client secret from the simulated Key Vault through the simulated managed

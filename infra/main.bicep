@@ -177,7 +177,7 @@ param hunterUiOrigin string = ''
 
 // Who may call (docs/deploy.md "App registrations"): App Service Authentication validates an Entra
 // ID token for the API's app registration on every call but the health probes; the app checks the
-// app roles Leads.Push and Leads.Replay itself.
+// app roles Leads.Read, Leads.Push and Leads.Replay itself.
 @description('Application (client) id of the API\'s app registration (the audience of callers\' tokens).')
 param apiClientId string
 

@@ -28,9 +28,9 @@ from shared.dataverse import D365AuthenticationError, D365Error
 from shared.domains import InvalidDomain, normalize_domain
 from shared.engine import replay_poison
 from shared.ids import is_correlation_id
-from shared.models import InputError, LeadPush, parse_json
+from shared.models import InputError, LeadPush, SyncState, parse_json
 from shared.pipeline import accept, accept_batch
-from shared.principal import PUSH, REPLAY, Refusal, authorize
+from shared.principal import PUSH, READ, REPLAY, Refusal, authorize
 from shared.services import get_services
 
 logger = logging.getLogger(__name__)
@@ -116,9 +116,10 @@ def _guard() -> func.HttpResponse | None:
     return None
 
 
-def _refused(req: func.HttpRequest, role: str) -> func.HttpResponse | None:
-    """401/403 unless the caller App Service Authentication vouched for holds `role`."""
-    caller = authorize(req.headers, role)
+def _refused(req: func.HttpRequest, role: str, *also: str) -> func.HttpResponse | None:
+    """401/403 unless the caller App Service Authentication vouched for holds `role` (or one of
+    `also`); the 403 body's `role` names `role`, the one to ask for."""
+    caller = authorize(req.headers, (role, *also))
     if not isinstance(caller, Refusal):
         return None
     logger.info("d365_http_refused", extra={"status": caller.status, "error_code": caller.code, "role": role})
@@ -236,8 +237,9 @@ def push_leads(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="v1/d365/leads/{domain}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def lead_status(req: func.HttpRequest) -> func.HttpResponse:
-    """The sync state of one domain; 404 `not_synced` if it was never pushed."""
-    refused = _refused(req, PUSH)
+    """The sync state of one domain (app role Leads.Read, or Leads.Push, whose holders read what
+    they push); a domain never seen reads 200 `not_synced`, the seed's word for it, not an error."""
+    refused = _refused(req, READ, PUSH)
     if refused:
         return refused
     try:
@@ -250,17 +252,7 @@ def lead_status(req: func.HttpRequest) -> func.HttpResponse:
         return _error(503, "configuration_error", str(exc))
     except AzureError as exc:
         return _storage_error(exc, _correlation_id(req), "read")
-    if state is None:
-        return _json(
-            404,
-            {
-                "domain": domain,
-                "status": "not_synced",
-                "error": "not_synced",
-                "message": "this domain was never pushed",
-            },
-        )
-    return _json(200, state.public())
+    return _json(200, (state or SyncState(domain=domain)).public())
 
 
 @bp.route(route="v1/d365/poison/replay", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 PUSH = "Leads.Push"  # push leads and read their status (people in the Hunter UI, Hunter's backend)
+READ = "Leads.Read"  # read sync statuses only (people who see Hunter's leads but may not push)
 REPLAY = "Leads.Replay"  # move poison messages back to the queue (operators)
 HEADER = "x-ms-client-principal"
 ROLES_CLAIM = "roles"
@@ -72,10 +73,13 @@ def parse_principal(encoded: str) -> Principal:
     return Principal(first(OBJECT_ID, "oid"), first("preferred_username", name_type, "name"), roles)
 
 
-def authorize(headers: Mapping[str, str], role: str, environ: Mapping[str, str] | None = None) -> Principal | Refusal:
-    """The caller when they hold `role`, else the refusal: 401 with no principal (or when the
-    platform's authentication is off), 403 without the role. `headers` are the request's headers
-    (lower-case names, as the Functions host passes them)."""
+def authorize(
+    headers: Mapping[str, str], role: str | tuple[str, ...], environ: Mapping[str, str] | None = None
+) -> Principal | Refusal:
+    """The caller when they hold `role` (or, given a tuple, any one of those roles), else the
+    refusal: 401 with no principal (or when the platform's authentication is off), 403 without the
+    role. `headers` are the request's headers (lower-case names, as the Functions host passes them)."""
+    roles = (role,) if isinstance(role, str) else role
     environ = os.environ if environ is None else environ
     if environ.get("WEBSITE_AUTH_ENABLED", "").lower() != "true":
         return Refusal(
@@ -91,12 +95,13 @@ def authorize(headers: Mapping[str, str], role: str, environ: Mapping[str, str] 
         principal = parse_principal(encoded)
     except ValueError:
         return Refusal(401, "unauthenticated", "the caller's identity could not be read; sign in again")
-    if role not in principal.roles:
+    if principal.roles.isdisjoint(roles):
         who = principal.name or principal.object_id or "this caller"
+        wanted = " or ".join(f"'{name}'" for name in roles)
         return Refusal(
             403,
             "forbidden",
-            f"{who} lacks the app role '{role}' on the Hunter → Dynamics API; "
+            f"{who} lacks the app role {wanted} on the Hunter → Dynamics API; "
             "ask an administrator to assign it (docs/runbook.md, app roles)",
         )
     return principal

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack import localca
 from devstack.hunter_db import create_companies
 from devstack.postgres import LocalPostgres
 from devstack.processes import (
@@ -35,9 +36,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    """The simulator for the whole session; clients trust it through REQUESTS_CA_BUNDLE."""
-    sim = Simulator(state_dir=tmp_path_factory.mktemp("sim")).start()
+def user_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home directory of the session's own, as a person's: the simulator's kept local CA lives in
+    it where `make run` keeps a person's (devstack/localca.py), and the browser tests trust it there
+    with `make trust` and start Chromium with this HOME (tests/browser/conftest.py)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory, user_home: Path) -> Iterator[Simulator]:
+    """The simulator for the whole session; clients trust it through REQUESTS_CA_BUNDLE, browsers
+    through `make trust` in `user_home`."""
+    ca_dir = localca.ca_dir({"HOME": str(user_home)})
+    sim = Simulator(state_dir=tmp_path_factory.mktemp("sim"), ca_dir=ca_dir).start()
     saved = {name: os.environ.get(name) for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
     os.environ["REQUESTS_CA_BUNDLE"] = str(sim.bundle_path)
     os.environ["SSL_CERT_FILE"] = str(sim.bundle_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -212,26 +213,29 @@ def main(argv: list[str] | None = None) -> int:
     port = host.serve_http(args.port)
     host.start_queues()
     host.start_timers()
-    print(
-        json.dumps(
-            {
-                "event": "host_started",
-                "url": f"http://127.0.0.1:{port}",
-                "http": [f"{sorted(r.methods or ['*'])} {r.pattern.pattern} {r.auth_level}" for r in host.routes],
-                "queues": [listener.queue_name for listener in host.listeners],
-                "timers": {timer.name: str(timer.schedule) for timer in host.timers},
-                "worker_threads": host.worker.size,
-                "function_timeout_ms": None if host.worker.timeout is None else int(host.worker.timeout * 1000),
-                # Which keys exist, never their values (the real host logs none either).
-                "keys": sorted(host.keys.public()),
-                "authentication": None
-                if host.auth is None
-                else {"issuer": host.auth.issuer, "audiences": host.auth.audiences},
-                "cors": None if host.http.cors is None else host.http.cors.origins,
-            }
-        ),
-        flush=True,
+    started = json.dumps(
+        {
+            "event": "host_started",
+            "url": f"http://127.0.0.1:{port}",
+            "http": [f"{sorted(r.methods or ['*'])} {r.pattern.pattern} {r.auth_level}" for r in host.routes],
+            "queues": [listener.queue_name for listener in host.listeners],
+            "timers": {timer.name: str(timer.schedule) for timer in host.timers},
+            "worker_threads": host.worker.size,
+            "function_timeout_ms": None if host.worker.timeout is None else int(host.worker.timeout * 1000),
+            # Which keys exist, never their values (the real host logs none either).
+            "keys": sorted(host.keys.public()),
+            "authentication": None
+            if host.auth is None
+            else {"issuer": host.auth.issuer, "audiences": host.auth.audiences},
+            "cors": None if host.http.cors is None else host.http.cors.origins,
+        }
     )
+    # One write under the log handler's lock: a timer or listener thread logging at this moment
+    # would otherwise land between the line and its newline (print writes them separately), and
+    # whoever reads the log line by line would miss `host_started`.
+    with handler.lock or contextlib.nullcontext():
+        sys.stdout.write(started + "\n")
+        sys.stdout.flush()
     wait_for_signal()
     host.stop()
     return 0

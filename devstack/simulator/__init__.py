@@ -3,9 +3,10 @@ managed-identity endpoint, for local runs and tests. One process, one port, on l
 
 It speaks the wire protocol of `shared/reference/dataverse-wire.md` so that Microsoft's own
 clients (MSAL, azure-identity, azure-keyvault-secrets, PowerPlatform-Dataverse-Client) work
-against it unmodified. Its certificate comes from a local CA made by `trustme` at start-up; the
-CA and a bundle of the system CAs plus it are written to the state directory, for
-`REQUESTS_CA_BUNDLE`.
+against it unmodified. Its certificate is issued at start-up from the user's kept local CA
+(devstack/localca.py, made by `trustme` once; `make trust` makes browsers trust it), or from a new
+CA per start when no CA directory is given (most tests); the CA and a bundle of the system CAs plus
+it are written to the state directory, for `REQUESTS_CA_BUNDLE`.
 
 One module per service it imitates; each reads the request and shapes the answer, and changes
 state only through the methods of `SimulatorState` (`state.py`):
@@ -23,6 +24,7 @@ state only through the methods of `SimulatorState` (`state.py`):
     dataverse    *    /api/data/v9.2/…                                     leads, WhoAmI, EntityDefinitions,
                                                                            service-protection limits, faults
     admin        *    /_admin/…                                            faults, limits, rotation, inspection
+    leadpage     GET  /main.aspx?pagetype=entityrecord&etn=lead&id=…        the lead's record page (HTML)
     server       the HTTPS server, the local CA, dispatch, `Simulator` (state + start/stop), `main`
     admin_client `SimulatorAdmin`: the admin API for tests, benchmarks and the demo
 

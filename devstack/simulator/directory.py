@@ -44,7 +44,15 @@ BACKEND_SECRET = "local-backend-secret-change-me"
 OPERATOR_CLIENT_ID = "d9e8f7a6-5b4c-4d3e-8f2a-1b0c9d8e7f6a"
 OPERATOR_SECRET = "local-operator-secret-change-me"
 ROLE_PUSH = "Leads.Push"
+ROLE_READ = "Leads.Read"  # read sync statuses only
 ROLE_REPLAY = "Leads.Replay"
+# The API registration's app roles (its manifest's `appRoles`: value → description), as
+# docs/runbook.md tells an administrator to declare them; every one allows users and applications.
+API_APP_ROLES = {
+    ROLE_READ: "Read the sync status of leads",
+    ROLE_PUSH: "Push leads and read their sync status",
+    ROLE_REPLAY: "Replay the poison queue",
+}
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 CODE_LIFETIME = 600  # seconds; Entra ID's authorization codes live about ten minutes
 SPA_REFRESH_LIFETIME = 24 * 3600  # fixed for SPAs ("Refresh tokens…": 24 hours)
@@ -63,7 +71,13 @@ class User:
 
 TEST_USERS = (
     User("pusher@hunter.example", "Pia Pusher", "0b5c1e5a-1f0e-4c2a-9a61-5d7e8f9a0b11", (ROLE_PUSH,), "may push"),
-    User("viewer@hunter.example", "Vic Viewer", "0b5c1e5a-1f0e-4c2a-9a61-5d7e8f9a0b22", (), "no role: gets 403"),
+    User(
+        "viewer@hunter.example",
+        "Vic Viewer",
+        "0b5c1e5a-1f0e-4c2a-9a61-5d7e8f9a0b22",
+        (ROLE_READ,),
+        "sees statuses, may not push",
+    ),
     User(
         "admin@hunter.example",
         "Ada Admin",
@@ -71,6 +85,7 @@ TEST_USERS = (
         (ROLE_PUSH, ROLE_REPLAY),
         "may push and replay",
     ),
+    User("guest@hunter.example", "Gus Guest", "0b5c1e5a-1f0e-4c2a-9a61-5d7e8f9a0b44", (), "no role: gets 403"),
 )
 
 

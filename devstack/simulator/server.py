@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from devstack import localca
 from devstack.processes import wait_for_signal
-from devstack.simulator import admin, dataverse, entra, identity, keyvault, signin
+from devstack.simulator import admin, dataverse, entra, identity, keyvault, leadpage, signin
 from devstack.simulator.state import DEFAULT_SECRET, SimulatorState
 from devstack.simulator.wire import Request, Response, json_response
 
@@ -54,14 +55,16 @@ class Simulator(SimulatorState):
 
 
 def tls_context(sim: SimulatorState) -> ssl.SSLContext:
-    """A server context with a certificate for 127.0.0.1/localhost from a new local CA; writes the
-    CA, a bundle of the system CAs plus it (for REQUESTS_CA_BUNDLE), and a certificate and key for
-    Azurite from the same CA, to the state directory."""
+    """A server context with a new certificate for 127.0.0.1/localhost from the kept local CA in
+    `sim.ca_dir` (devstack/localca.py: what `make trust` makes a browser trust), or from a new CA
+    when there is none; writes the CA, a bundle of the system CAs plus it (for
+    REQUESTS_CA_BUNDLE), and a certificate and key for Azurite from the same CA, to the state
+    directory."""
     import certifi
     import trustme
 
     sim.state_dir.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA()
+    ca = localca.load_or_create(sim.ca_dir) if sim.ca_dir is not None else trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
     ca.cert_pem.write_to_path(str(sim.ca_path))
     # A second leaf from the same CA for Azurite's HTTPS (`--cert`/`--key`): its OAuth mode refuses
@@ -110,6 +113,8 @@ def route(path: str) -> tuple[str, Handler]:
         return "jwks", signin.jwks
     if path.endswith("/.well-known/openid-configuration"):
         return "discovery", entra.discovery
+    if path == "/main.aspx":
+        return "record_page", leadpage.handle
     return "unknown", _not_found
 
 
@@ -211,8 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("SIM_PORT", "8443")))
     parser.add_argument("--state-dir", default=os.environ.get("SIM_STATE_DIR", ".devstack"))
     parser.add_argument("--client-secret", default=os.environ.get("SIM_CLIENT_SECRET", DEFAULT_SECRET))
+    parser.add_argument(
+        "--ca-dir",
+        default=str(localca.ca_dir()),
+        help="the kept local CA (default: this user's, see devstack/localca.py; `make trust` trusts it)",
+    )
     args = parser.parse_args(argv)
-    sim = Simulator(state_dir=args.state_dir, host=args.host, port=args.port, client_secret=args.client_secret)
+    sim = Simulator(
+        state_dir=args.state_dir,
+        host=args.host,
+        port=args.port,
+        client_secret=args.client_secret,
+        ca_dir=args.ca_dir,
+    )
     sim.start()
     info = sim.info()
     (Path(args.state_dir) / "simulator.json").write_text(json.dumps(info, indent=2))

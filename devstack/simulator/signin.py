@@ -80,7 +80,7 @@ def jwks(sim: Simulator, request: Request) -> Response:
 
 def _page(status: int, title: str, body: str) -> Response:
     document = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
         f"<title>{html.escape(title)}</title>"
         "<style>body{font:16px system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem}"
         "button{display:block;width:100%;text-align:left;margin:.5rem 0;padding:.75rem;font:inherit;cursor:pointer}"

@@ -151,8 +151,12 @@ class SimulatorState:
         mi_client_id: str = DEFAULT_MI_CLIENT_ID,
         identity_header: str = DEFAULT_IDENTITY_HEADER,
         secret_name: str = DEFAULT_SECRET_NAME,
+        ca_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
+        # Where the kept local CA lives (devstack/localca.py; `make run` passes the user's), or None
+        # for a fresh CA on every start (tests that need no browser trust).
+        self.ca_dir = Path(ca_dir) if ca_dir is not None else None
         self.host = host
         self.port = port
         self.tenant_id = tenant_id

@@ -2,15 +2,24 @@
 against the demo page (devstack/ui.py) on its own origin, the local host playing App Service
 Authentication, and the simulator as Entra ID — with Microsoft's msal-browser unmodified.
 
-`make test` installs Chromium first when it is missing and it runs as root (apt-get; `make browser`).
-The tests skip, saying why, only when no Chromium is installed; with `REQUIRE_BROWSER=1` (set by
-`.ci/run`) a missing Chromium fails them instead, so CI never passes by skipping. Screenshots go
-to `test-artifacts/browser/` (one per badge state)."""
+HTTPS as a person meets it: no certificate error is ignored. The simulator's certificate comes
+from the session's kept local CA in a home of the session's own (`user_home`, tests/conftest.py);
+the tests trust it exactly as docs/local-https.md tells a person — `make trust` — with `HOME`
+pointed at that directory and `ARGS=--no-system` (browsers read only their NSS database, and CI
+running as root must not change the machine's store), then start Chromium with that `HOME`.
+
+`make test` installs Chromium and NSS's certutil first when they are missing and it runs as root
+(apt-get; `make browser`, `make nss-tools`). The tests skip, saying why, only when they are not
+installed; with `REQUIRE_BROWSER=1` (set by `.ci/run`) a missing one fails them instead, so CI
+never passes by skipping. Screenshots go to `test-artifacts/browser/` (one per state), and with
+`SCREENSHOTS_TO_DOCS=1` also to `docs/screenshots/` (the pictures the docs show).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,30 +46,79 @@ FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
-def _need_chromium() -> None:
-    if CHROMIUM.exists() and shutil.which("chromium"):
-        return
-    reason = (
-        "Debian's chromium is not installed and could not be installed here (`make browser` installs it "
-        "with apt-get when run as root): apt-get install chromium"
-    )
+def _missing(reason: str) -> None:
     if os.environ.get("REQUIRE_BROWSER") == "1":
         pytest.fail(reason)
     pytest.skip(reason)
 
 
+def _need_chromium() -> None:
+    if CHROMIUM.exists() and shutil.which("chromium"):
+        return
+    _missing(
+        "Debian's chromium is not installed and could not be installed here (`make browser` installs it "
+        "with apt-get when run as root): apt-get install chromium"
+    )
+
+
+def _need_certutil() -> None:
+    if shutil.which("certutil"):
+        return
+    _missing(
+        "NSS's certutil is not installed (`make nss-tools` installs libnss3-tools with apt-get when run as "
+        "root): apt-get install libnss3-tools"
+    )
+
+
+def home_env(home: Path) -> dict[str, str]:
+    """This process's environment as a person whose home is `home` has it (no CA location set
+    elsewhere, so the CA is the one `make run` and `make trust` find in that home)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "DEVSTACK_CA_DIR")}
+    return env | {"HOME": str(home)}
+
+
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
+def trusted_home(user_home: Path, simulator: Simulator) -> Path:
+    """`user_home` after `make trust ARGS=--no-system` ran in it, as docs/local-https.md says."""
+    _need_certutil()
+    done = subprocess.run(
+        ["make", "--no-print-directory", "trust", "ARGS=--no-system"],
+        cwd=ROOT,
+        env=home_env(user_home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trusted by  Chromium/Chrome (~/.pki/nssdb)" in done.stdout, done.stdout
+    return user_home
+
+
+def launch(playwright: Any, home: Path) -> Any:
+    """A headless Chromium whose user's home is `home` (its NSS database: ~/.pki/nssdb)."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS, env=home_env(home))
+
+
+@pytest.fixture(scope="session")
+def playwright_session() -> Iterator[Any]:
+    """Playwright for the session."""
     _need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield instance
-        instance.close()
+        yield playwright
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_session: Any, trusted_home: Path) -> Iterator[Any]:
+    """One headless Chromium for the session, trusting the local CA the documented way."""
+    instance = launch(playwright_session, trusted_home)
+    yield instance
+    instance.close()
 
 
 @dataclass
@@ -89,10 +147,15 @@ class Demo:
             f"d365-push-button[domain='{domain}'][data-status='{status}']", timeout=timeout * 1000
         )
 
-    def screenshot(self, name: str) -> Path:
+    def screenshot(self, name: str, page: Any = None) -> Path:
+        """The page (or another `page`) as a PNG in test-artifacts/browser/ (and docs/screenshots/
+        with SCREENSHOTS_TO_DOCS=1)."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        (page or self.page).screenshot(path=str(path), full_page=True)
+        if os.environ.get("SCREENSHOTS_TO_DOCS") == "1":
+            DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
         return path
 
 
@@ -112,8 +175,8 @@ def demo(browser: Any, sim: Simulator, start_stack: Callable[..., Stack]) -> Ite
         stack = start_stack(**{**easy_auth_settings(info, [origin]), "HUNTER_D365_DOMAIN_KEY": "true", **settings})
         holder["config"] = {**ui.page_config(info, f"{stack.url}/api", origin), "pollMs": 300}
         sim.directory.add_spa_redirect(f"{origin}/")
-        # The simulator's certificate comes from a CA of its own, which this browser does not know.
-        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1100, "height": 420})
+        # No certificate error is ignored: the browser trusts the local CA through `make trust`.
+        context = browser.new_context(viewport={"width": 1100, "height": 420})
         contexts.append(context)
         return Demo(f"{origin}/", origin, stack, sim, context.new_page())
 

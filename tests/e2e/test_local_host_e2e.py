@@ -61,7 +61,30 @@ def test_a_caller_without_the_role_gets_403_naming_it(start_stack: Callable[...,
     body = response.json()
     assert body["error"] == "forbidden" and body["role"] == "Leads.Push" and "viewer@hunter.example" in body["message"]
     assert stack.queue_length(stack.queue_name) == 0
-    assert stack.http.get(f"{stack.url}/api/v1/d365/leads/norole.example", timeout=30).status_code == 404
+    never = stack.http.get(f"{stack.url}/api/v1/d365/leads/norole.example", timeout=30)
+    assert never.status_code == 200 and never.json()["status"] == "not_synced"
+    # The viewer without any role may not read statuses either; the 403 names the read role.
+    status = requests.get(
+        f"{stack.url}/api/v1/d365/leads/norole.example", headers={"Authorization": f"Bearer {viewer}"}, timeout=30
+    )
+    assert status.status_code == 403 and status.json()["role"] == "Leads.Read"
+
+
+def test_the_read_role_reads_statuses_and_may_not_push(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack()
+    reader, _ = stack.sim.issue_token(
+        API_CLIENT_ID,
+        SPA_CLIENT_ID,
+        extra={"scp": "access_as_user", "preferred_username": "viewer@hunter.example", "roles": ["Leads.Read"]},
+    )
+    headers = {"Authorization": f"Bearer {reader}"}
+    status = requests.get(f"{stack.url}/api/v1/d365/leads/reader.example", headers=headers, timeout=30)
+    assert status.status_code == 200 and status.json()["status"] == "not_synced"
+    push = requests.post(
+        f"{stack.url}/api/v1/d365/push-lead", json={"domain": "reader.example"}, headers=headers, timeout=30
+    )
+    assert push.status_code == 403 and push.json()["role"] == "Leads.Push"
+    assert stack.queue_length(stack.queue_name) == 0
 
 
 def test_replay_takes_the_replay_role_only_and_ignores_a_forged_principal(start_stack: Callable[..., Stack]) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
-from shared.principal import PUSH, REPLAY, Principal, Refusal, authorize, parse_principal
+from devstack.simulator.directory import API_APP_ROLES, TEST_USERS, Directory
+from shared.principal import PUSH, READ, REPLAY, Principal, Refusal, authorize, parse_principal
 
 ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
 ON = {"WEBSITE_AUTH_ENABLED": "True"}
@@ -47,3 +48,21 @@ def test_no_principal_or_a_broken_one_is_401() -> None:
 def test_the_header_is_not_trusted_when_the_platform_has_authentication_off() -> None:
     refusal = authorize({"x-ms-client-principal": header([("roles", PUSH)])}, PUSH, {})
     assert isinstance(refusal, Refusal) and refusal.code == "authentication_not_configured"
+
+
+def test_the_status_route_takes_the_read_role_or_the_push_role() -> None:
+    for roles in ([READ], [PUSH], [READ, REPLAY]):
+        assert isinstance(
+            authorize({"x-ms-client-principal": header([("roles", r) for r in roles])}, (READ, PUSH), ON), Principal
+        )
+    refusal = authorize({"x-ms-client-principal": header([("roles", REPLAY), ("name", "op")])}, (READ, PUSH), ON)
+    assert isinstance(refusal, Refusal) and refusal.status == 403
+    assert "'Leads.Read' or 'Leads.Push'" in refusal.message
+
+
+def test_every_role_the_simulator_assigns_is_declared_and_checked_by_the_app() -> None:
+    # Entra ID assigns only the roles an app registration declares; the app checks exactly those.
+    assert set(API_APP_ROLES) == {READ, PUSH, REPLAY}
+    assigned = {role for user in TEST_USERS for role in user.roles}
+    assigned |= {role for roles in Directory("t").app_roles.values() for role in roles}
+    assert assigned <= set(API_APP_ROLES)

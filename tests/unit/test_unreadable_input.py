@@ -17,8 +17,8 @@ from hunter_results.consumer import Consumer
 from hunter_results.outcome import Unreadable, read_message
 from hunter_results.settings import ConsumerSettings
 from shared import state as state_module
-from shared.models import InputError, LeadPush, parse_iso, parse_message
 from shared.engine import poisoned_message, replay_poison
+from shared.models import InputError, LeadPush, parse_iso, parse_message
 from shared.pipeline import accept, accept_batch
 from tests.unit.fakes import World, run_host, world
 

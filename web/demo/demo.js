@@ -1,7 +1,7 @@
 // The demo page's own code: what Hunter's UI does with its MSAL instance, in a few lines. It signs
 // in with the authorization-code flow + PKCE (loginRedirect), gets API tokens silently (refresh
 // tokens), and hands the token getter to every <d365-push-button>.
-import { D365PushButton } from "/d365-push-button.js";
+import { D365PushButton } from "/d365-push-button.js"; // defines <d365-push-button> and <d365-replay-button>
 
 const config = await (await fetch("/config.json")).json();
 const msalApp = new msal.PublicClientApplication({
@@ -44,6 +44,8 @@ for (const lead of config.leads) {
   row.innerHTML = "<td></td><td></td><td></td><td></td>";
   row.cells[0].textContent = lead.company_name;
   row.cells[1].textContent = lead.domain;
+  row.cells[1].className = "domain";
+  row.cells[1].title = lead.domain;
   row.cells[2].textContent = lead.final_score ?? "";
   const button = document.createElement("d365-push-button");
   button.setAttribute("domain", lead.domain);
