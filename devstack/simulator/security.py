@@ -111,8 +111,8 @@ def route(method: str, rest: str) -> tuple[str, str | None, str, Handler] | None
         return "security_role_remove", "prvWriteRole", "role", _remove_privilege
     for collection, entity in (("publishers", "publisher"), ("solutions", "solution")):
         if rest == collection:
-            verb = "Create" if method == "POST" else "Read"
-            return f"security_{collection}", f"prv{verb}{entity.capitalize()}", entity, _collection(collection)
+            verb, suffix = ("Create", "_create") if method == "POST" else ("Read", "")
+            return f"security_{collection}{suffix}", f"prv{verb}{entity.capitalize()}", entity, _collection(collection)
     return None
 
 
