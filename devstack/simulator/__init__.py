@@ -22,6 +22,9 @@ state only through the methods of `Simulator` (`state.py`):
     keyvault     GET  /secrets/{name}[/{version}]                          Key Vault (401 challenge first)
     dataverse    *    /api/data/v9.2/…                                     leads, WhoAmI, EntityDefinitions,
                                                                            service-protection limits, faults
+    security     *    /api/data/v9.2/systemusers|roles|privileges|…        application users, roles and privileges
+    metadata     *    /api/data/v9.2/EntityDefinitions(LogicalName='lead')/Attributes|Keys   columns, keys
+    org          the org's users, roles, solutions, lead columns and keys (`Org`, on `Simulator.org`)
     admin        *    /_admin/…                                            faults, limits, rotation, inspection
     server       the HTTPS server, the local CA, dispatch, `main`
     admin_client `SimulatorAdmin`: the admin API for tests, benchmarks and the demo

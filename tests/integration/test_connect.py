@@ -128,3 +128,13 @@ def test_the_app_cannot_reach_an_empty_org_and_can_after_connect(
     assert empty.alternate_key  # the Active key is in force: a second lead with that domain is refused
     assert empty.create_lead({"hnt_domain": lead["hnt_domain"]}) is None
     assert DEFAULT_SECRET not in out
+
+
+def test_a_failed_key_index_stops_with_what_to_do(empty: Simulator) -> None:
+    empty.org.fail_next_key = True
+    status, out = connect(empty)
+    assert status == 1
+    assert "FAIL  the key index is Failed" in out and "Keys" in out
+    assert not empty.alternate_key  # never put in force
+    status, out = connect(empty)  # a rerun reads the Failed index and says the same, changing nothing else
+    assert status == 1 and "is Failed" in out
