@@ -63,6 +63,7 @@ ADMIN_PRIVILEGES = (
     "prvCreateEntityKey",
 )
 ROLE_NAME = "Hunter lead push"
+PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
 PUBLISHER: dict[str, Any] = {
     "uniquename": "hunter",
     "friendlyname": "Hunter",
@@ -498,16 +499,29 @@ def _depth_name(value: Any) -> str:
 # -- the command ---------------------------------------------------------------------------------------
 
 
-def admin_token(base_url: str, tenant_id: str, how: str) -> Callable[[], str]:
+def admin_token(
+    base_url: str,
+    tenant_id: str,
+    how: str,
+    authority_host: str = PUBLIC_AUTHORITY,
+    prompt: Callable[[str, str, Any], None] | None = None,
+) -> Callable[[], str]:
     """A token function for the administrator, signed in with azure-identity: `device-code`
-    (prints a code to enter at microsoft.com/devicelogin) or `azure-cli` (`az login`)."""
+    (prints a code to enter at the verification page; `prompt` replaces the printing) or
+    `azure-cli` (`az login`). `authority_host` other than Microsoft's (a sovereign cloud, the local
+    simulator) skips MSAL's instance discovery, which only Microsoft's authority answers."""
     from azure.identity import AzureCliCredential, DeviceCodeCredential
 
-    credential: Any = (
-        AzureCliCredential(tenant_id=tenant_id)
-        if how == "azure-cli"
-        else DeviceCodeCredential(tenant_id=tenant_id or None)
-    )
+    if how == "azure-cli":
+        credential: Any = AzureCliCredential(tenant_id=tenant_id)
+    else:
+        options: dict[str, Any] = {"prompt_callback": prompt} if prompt else {}
+        credential = DeviceCodeCredential(
+            tenant_id=tenant_id or None,
+            authority=authority_host,
+            disable_instance_discovery=authority_host.rstrip("/") != PUBLIC_AUTHORITY,
+            **options,
+        )
     scope = base_url.rstrip("/") + "/.default"
     return lambda: str(credential.get_token(scope).token)
 
@@ -546,6 +560,9 @@ def main(argv: list[str] | None = None, token: Callable[[], str] | None = None, 
     parser.add_argument("--depth", default="Global", choices=DEPTHS, help="depth of the lead privileges")
     parser.add_argument("--auth", default="device-code", choices=("device-code", "azure-cli"))
     parser.add_argument("--tenant", help="Entra ID tenant (default: HUNTER_D365_TENANT_ID)")
+    parser.add_argument(
+        "--authority-host", help="Entra ID authority for the device code (default: HUNTER_D365_AUTHORITY_HOST)"
+    )
     parser.add_argument("--no-smoke", action="store_true", help="skip the smoke test at the end")
     parser.add_argument("--key-timeout", type=float, default=900.0, help="seconds to wait for the key index")
     parser.add_argument("--poll-seconds", type=float, default=5.0)
@@ -562,7 +579,8 @@ def main(argv: list[str] | None = None, token: Callable[[], str] | None = None, 
     if not base_url or not appid:
         print("connect: needs --org (or HUNTER_D365_BASE_URL) and --application-id (or the app's settings)", file=out)
         return 1
-    token = token or admin_token(base_url, args.tenant or env.get("HUNTER_D365_TENANT_ID", ""), args.auth)
+    authority = args.authority_host or env.get("HUNTER_D365_AUTHORITY_HOST") or PUBLIC_AUTHORITY
+    token = token or admin_token(base_url, args.tenant or env.get("HUNTER_D365_TENANT_ID", ""), args.auth, authority)
     target = Target(appid, args.business_unit, args.depth)
     connector = Connector(WebApi(base_url, token), target, args.dry_run, out, args.key_timeout, args.poll_seconds)
     try:

@@ -13,6 +13,7 @@ state only through the methods of `Simulator` (`state.py`):
     module       routes (all on https://127.0.0.1:<port>)
     entra        GET  /{tenant}/v2.0/.well-known/openid-configuration     Entra ID discovery
                  POST /{tenant}/oauth2/v2.0/token                          client credentials (Dataverse, the API)
+    devicecode   POST /{tenant}/oauth2/v2.0/devicecode, GET|POST /devicelogin   device code sign-in (connect)
     signin       GET|POST /{tenant}/oauth2/v2.0/authorize                  sign-in page of test users → code (PKCE)
                  POST /{tenant}/oauth2/v2.0/token                          authorization_code, refresh_token (SPA CORS)
                  GET  /{tenant}/discovery/v2.0/keys                        JWKS (RS256 signing key)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from devstack.simulator import signin
+from devstack.simulator import devicecode, signin
 from devstack.simulator.directory import API_CLIENT_ID, API_IDENTIFIER_URI
 from devstack.simulator.state import now
 from devstack.simulator.wire import Request, Response, json_response
@@ -102,6 +102,8 @@ def token(sim: Simulator, request: Request) -> Response:
         return error_response(sim, request, 400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
     if form.get("grant_type") in ("authorization_code", "refresh_token"):
         return signin.redeem(sim, request, form)
+    if form.get("grant_type") == devicecode.GRANT:
+        return devicecode.redeem(sim, form)
     if form.get("grant_type") != "client_credentials":
         return signin.cors(
             request,

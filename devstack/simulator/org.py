@@ -134,6 +134,8 @@ class Org:
         # Seconds a new key's index spends Pending, then InProgress (Dataverse runs a system job).
         self.key_delays = (0.2, 0.4)
         self.fail_next_key = False
+        # Device codes of people signing in to a command line tool (devicecode.py).
+        self.device_codes: dict[str, Any] = {}
         admin_role = self.add_role("System Administrator", dict.fromkeys(ALL_PRIVILEGES, "Global"))
         basic_role = self.add_role("Basic User", {"prvReadLead": "Basic"})
         self._person(ADMIN_OID, "Ada Admin", admin_role)

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack.processes import wait_for_signal
-from devstack.simulator import admin, dataverse, entra, identity, keyvault, signin
+from devstack.simulator import admin, dataverse, devicecode, entra, identity, keyvault, signin
 from devstack.simulator.state import DEFAULT_SECRET, Simulator
 from devstack.simulator.wire import Request, Response, json_response
 
@@ -74,6 +74,10 @@ def route(path: str) -> tuple[str, Handler]:
         return "keyvault", keyvault.get_secret
     if path.endswith("/oauth2/v2.0/token"):
         return "token", entra.token
+    if path.endswith("/oauth2/v2.0/devicecode"):
+        return "devicecode", devicecode.start
+    if path == "/devicelogin":
+        return "devicelogin", devicecode.page
     if path.endswith("/oauth2/v2.0/authorize"):
         return "authorize", signin.authorize
     if path.endswith("/oauth2/v2.0/logout"):

@@ -138,3 +138,42 @@ def test_a_failed_key_index_stops_with_what_to_do(empty: Simulator) -> None:
     assert not empty.alternate_key  # never put in force
     status, out = connect(empty)  # a rerun reads the Failed index and says the same, changing nothing else
     assert status == 1 and "is Failed" in out
+
+
+def test_an_administrator_signs_in_with_a_device_code_through_azure_identity(empty: Simulator) -> None:
+    """The sign-in `connect` uses by default: azure-identity's DeviceCodeCredential (MSAL's device
+    flow) against the simulated Entra ID; the person enters the code on the verification page."""
+    import requests
+
+    from shared.connect import admin_token
+
+    def enter_code(verification_uri: str, user_code: str, expires_on: object) -> None:
+        page = requests.post(
+            verification_uri, data={"user_code": user_code, "username": "admin@hunter.example"}, timeout=10
+        )
+        assert page.status_code == 200 and "signed in" in page.text
+
+    token = admin_token(
+        empty.base_url, empty.tenant_id, "device-code", authority_host=empty.base_url, prompt=enter_code
+    )
+    out = io.StringIO()
+    args = ["--org", empty.base_url, "--application-id", empty.client_id, "--poll-seconds", "0.05"]
+    assert main([*args, "--settings", "/nonexistent", "--no-smoke"], token=token, out=out) == 0, out.getvalue()
+    assert_connected(empty)
+    assert not empty.org.device_codes  # redeemed once
+
+
+def test_device_code_polling_waits_for_the_person(empty: Simulator) -> None:
+    import requests
+
+    base = f"{empty.base_url}/{empty.tenant_id}/oauth2/v2.0"
+    flow = requests.post(
+        f"{base}/devicecode", data={"client_id": AZURE_CLI_CLIENT_ID, "scope": f"{empty.base_url}/.default"}, timeout=10
+    ).json()
+    poll = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "client_id": AZURE_CLI_CLIENT_ID}
+    pending = requests.post(f"{base}/token", data={**poll, "device_code": flow["device_code"]}, timeout=10)
+    assert pending.status_code == 400 and pending.json()["error"] == "authorization_pending"
+    wrong = requests.post(
+        flow["verification_uri"], data={"user_code": "NOPE", "username": "admin@hunter.example"}, timeout=10
+    )
+    assert wrong.status_code == 400
