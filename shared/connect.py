@@ -237,7 +237,7 @@ class Connector:
 
     def say(self, action: str, what: str, detail: str = "") -> None:
         """Print one step; an action other than ok/wait counts as a change (or, dry, a planned one)."""
-        if action not in ("ok", "wait", "skip"):
+        if action not in ("ok", "wait", "skip", "note"):
             self.changes += 1
             action = f"would {action}" if self.dry_run else action
         print(f"  {action:<14} {what:<22} {detail}".rstrip(), file=self.out, flush=True)
@@ -479,8 +479,17 @@ class Connector:
     def assignment(self, user_id: str | None, role_id: str | None) -> None:
         """Assign the role to the application user unless it holds it already."""
         if user_id is not None and role_id is not None:
-            answer = self.api.call("GET", f"systemusers({user_id})/systemuserroles_association", {"$select": "roleid"})
-            if any(str(r.get("roleid")) == role_id for r in answer.get("value", [])):
+            path = f"systemusers({user_id})/systemuserroles_association"
+            held = self.api.call("GET", path, {"$select": "roleid,name"}).get("value", [])
+            others = sorted(str(r.get("name") or r.get("roleid")) for r in held if str(r.get("roleid")) != role_id)
+            if others:
+                # Not removed: another integration may rely on them; least privilege needs them gone.
+                self.say(
+                    "note",
+                    "other roles",
+                    f"the application user also holds {', '.join(others)}: remove them unless needed",
+                )
+            if any(str(r.get("roleid")) == role_id for r in held):
                 self.say("ok", "role assignment", f"{self.target.role_name} → application user")
                 return
         self.say("assign", "role assignment", f"{self.target.role_name} → application user")
