@@ -9,7 +9,7 @@ STAMP_NODE := node_modules/.installed
 WORKER_VENV := .venv-worker
 STAMP_WORKER := $(WORKER_VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke clean infra-check browser nss-tools trust results
+.PHONY: setup run test lint typecheck unit reliability bench simulator demo smoke connect clean infra-check browser nss-tools trust results
 
 setup: $(STAMP_PY) $(STAMP_NODE) $(STAMP_WORKER)  ## install Python packages (.venv, .venv-worker) and Azurite (node_modules)
 
@@ -75,6 +75,9 @@ demo: setup  ## push sample leads through a running `make run`, watch them sync,
 
 smoke: setup  ## smoke-test the Dataverse that the environment / local.settings.json names (add ARGS=--push-test-lead)
 	@$(PY) -m shared.smoketest $(ARGS)
+
+connect: setup  ## set up the Dataverse org for the app as its administrator (ARGS=--dry-run first; docs/deploy.md)
+	@$(PY) -m shared.connect $(ARGS)
 
 lint: setup
 	@echo "==> ruff"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Offline checks of infra/ — no Bicep CLI, no Azure, no network beyond the package registries:
 #   1. types: every resource, API version and property against Azure's generated type definitions
-#      (Azure/bicep-types-az, committed under tests/infra/types) - tests/infra/azure_types.py
+#      (Azure/bicep-types-az, committed under tests/infra/types) and the Entra ID resources against
+#      the Graph Bicep extension's (microsoftgraph/msgraph-bicep-types, tests/infra/types/microsoftgraph)
+#      - tests/infra/azure_types.py
 #   2. KQL: every alert and workbook query through Microsoft's Kusto language service
 #      (@kusto/language-service-next on Node) against the classic Application Insights tables -
 #      tests/infra/kql_queries.py
@@ -72,7 +74,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 # --- 1. types ----------------------------------------------------------------------------------
-echo "==> types (Azure/bicep-types-az definitions, tests/infra/types)"
+echo "==> types (Azure/bicep-types-az and msgraph-bicep-types definitions, tests/infra/types)"
 set +e
 "$VENV/bin/python" tests/infra/azure_types.py infra | tee "$WORK/types.txt"
 TYPES_STATUS=${PIPESTATUS[0]}
@@ -99,9 +101,13 @@ TESTS_LINE="$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)' "$WO
 
 # --- 4. checkov -------------------------------------------------------------------------------
 echo "==> checkov (bicep, offline)"
+# app/entra.bicep holds only Microsoft.Graph resources behind `extension microsoftGraphV1`, a keyword
+# the Bicep parser checkov pins (pycep-parser 0.5.1) cannot read, and checkov has no Graph checks:
+# it is left out here and checked in step 1 against the pinned Graph types instead.
 set +e
 CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE \
   "$VENV/bin/checkov" -d infra --framework bicep --skip-download --quiet --compact \
+  --skip-path 'app/entra\.bicep$' \
   -o cli -o json --output-file-path "console,$WORK/checkov.json"
 CHECKOV_STATUS=$?
 set -e

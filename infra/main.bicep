@@ -160,13 +160,13 @@ param maximumInstanceCount int = 40
 @description('Concurrent Dataverse requests the worker may use in total, of the 52 Dataverse allows per application user; split evenly over maximumInstanceCount instances.')
 param dataverseConcurrencyBudget int = 44
 
-@description('Memory of one instance in MB (Flex Consumption sizes).')
+@description('Memory of one instance in MB (Flex Consumption sizes). 512: one Dataverse request in flight per instance by default, a few MB of leads per batch; nothing measured needs more.')
 @allowed([
   512
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 // ---------------------------------------------------------------------------------------------
 // Callers, operators, retention
@@ -177,18 +177,54 @@ param hunterUiOrigin string = ''
 
 // Who may call (docs/deploy.md "App registrations"): App Service Authentication validates an Entra
 // ID token for the API's app registration on every call but the health probes; the app checks the
-// app roles Leads.Read, Leads.Push and Leads.Replay itself.
-@description('Application (client) id of the API\'s app registration (the audience of callers\' tokens).')
-param apiClientId string
+// app roles Leads.Read, Leads.Push and Leads.Replay itself. By default the registrations are created here
+// (app/entra.bicep, Microsoft's Graph Bicep extension); createAppRegistrations=false brings your own.
+@description('Create the API, SPA and backend app registrations, their service principals and app role assignments with the Microsoft Graph Bicep extension (the deployer needs rights to create applications). false: bring your own, named by apiClientId and allowedClientApplications.')
+param createAppRegistrations bool = true
 
-@description('Application ID URI of the API\'s app registration. Empty: api://<apiClientId>.')
+@description('With createAppRegistrations: grant the SPA tenant-wide consent to the API\'s access_as_user scope (needs Cloud Application Administrator or Privileged Role Administrator).')
+param grantSpaConsent bool = true
+
+@description('Application (client) id of the API\'s app registration (the audience of callers\' tokens). Required when createAppRegistrations is false; ignored otherwise.')
+param apiClientId string = ''
+
+@description('Application ID URI of the API\'s app registration (bring your own). Empty: api://<apiClientId>.')
 param apiIdentifierUri string = ''
 
-@description('Client ids allowed to call the API: the Hunter UI\'s SPA registration, Hunter\'s backend (app registration or managed identity), operators\' tools.')
+@description('Client ids allowed to call the API: the Hunter UI\'s SPA registration, Hunter\'s backend (app registration or managed identity), operators\' tools. The created SPA and backend are added; the deployment refuses an empty list (Microsoft reads [] as any client in the tenant).')
 param allowedClientApplications array = []
 
-@description('E-mail address that receives the alerts. Empty: the alert rules fire in the portal only.')
+@description('E-mail address that receives the alerts. Empty: no e-mail receiver.')
 param alertEmail string = ''
+
+@secure()
+@description('Webhook that receives the alerts (a Teams workflow URL or any HTTPS endpoint taking the common alert schema). Empty: none. With neither this nor alertEmail the alerts fire in the portal only.')
+param alertWebhookUrl string = ''
+
+@description('The push-backlog alert fires when the push queue has not drained once for this long (ISO 8601 duration).')
+@allowed([
+  'PT15M'
+  'PT30M'
+  'PT45M'
+  'PT1H'
+  'PT2H'
+  'PT6H'
+])
+param pushBacklogAlertWindow string = 'PT30M'
+
+@description('The gauge-silent alert fires when no queue_depth reading arrived for this long (keep it several times queueDepthSchedule).')
+@allowed([
+  'PT15M'
+  'PT30M'
+  'PT45M'
+  'PT1H'
+  'PT2H'
+])
+param gaugeSilentAlertWindow string = 'PT30M'
+
+@minValue(1)
+@description('Failed function invocations plus exceptions within 15 minutes that raise the failed-invocations alert.')
+param failedInvocationAlertThreshold int = 5
 
 @minValue(1)
 @description('Failed pushes (d365_push_failed) within 15 minutes that raise the failed-pushes alert.')
@@ -292,6 +328,25 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+module entra 'app/entra.bicep' = if (createAppRegistrations) {
+  name: 'entra'
+  scope: rg
+  params: {
+    environmentName: environmentName
+    spaRedirectUris: empty(hunterUiOrigin) ? [] : [hunterUiOrigin]
+    operatorPrincipalId: principalId
+    grantSpaConsent: grantSpaConsent
+  }
+}
+
+// The API the callers' tokens are for, and who may call it: from the created registrations, or
+// from the parameters (bring your own).
+var effectiveApiClientId = createAppRegistrations ? entra.outputs.apiClientId : apiClientId
+var byoIdentifierUri = empty(apiIdentifierUri) ? 'api://${apiClientId}' : apiIdentifierUri
+var effectiveApiIdentifierUri = createAppRegistrations ? entra.outputs.apiIdentifierUri : byoIdentifierUri
+var createdClients = createAppRegistrations ? [entra.outputs.spaClientId, entra.outputs.backendClientId] : []
+var effectiveAllowedClients = union(allowedClientApplications, createdClients)
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -329,9 +384,9 @@ module api 'app/api.bicep' = {
     dataverseConcurrencyBudget: dataverseConcurrencyBudget
     instanceMemoryMB: instanceMemoryMB
     hunterUiOrigin: hunterUiOrigin
-    apiClientId: apiClientId
-    apiIdentifierUri: empty(apiIdentifierUri) ? 'api://${apiClientId}' : apiIdentifierUri
-    allowedClientApplications: allowedClientApplications
+    apiClientId: effectiveApiClientId
+    apiIdentifierUri: effectiveApiIdentifierUri
+    allowedClientApplications: effectiveAllowedClients
     d365Enabled: d365Enabled
     d365BaseUrl: d365BaseUrl
     d365AuthMode: d365AuthMode
@@ -373,9 +428,25 @@ module alerts 'app/alerts.bicep' = {
     actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
     alertNamePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}'
     alertEmail: alertEmail
+    alertWebhookUrl: alertWebhookUrl
+    queueName: queueName
     poisonQueueName: poisonQueueName
     failedPushThreshold: failedPushAlertThreshold
     poisonBacklogThreshold: poisonBacklogAlertThreshold
+    pushBacklogWindow: pushBacklogAlertWindow
+    gaugeSilentWindow: gaugeSilentAlertWindow
+    failedInvocationThreshold: failedInvocationAlertThreshold
+  }
+}
+
+module diagnostics 'app/diagnostics.bicep' = {
+  name: 'diagnostics'
+  scope: rg
+  params: {
+    keyVaultName: keyVault.outputs.name
+    storageAccountName: storage.outputs.name
+    functionAppName: api.outputs.name
+    workspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -404,3 +475,11 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+// The registrations callers use (created or brought), and what `connect` needs (azure.yaml prints
+// the command after provisioning): the Dataverse org and the client id of the app's identity there.
+output HUNTER_API_CLIENT_ID string = effectiveApiClientId
+output HUNTER_API_IDENTIFIER_URI string = effectiveApiIdentifierUri
+output HUNTER_SPA_CLIENT_ID string = createAppRegistrations ? entra.outputs.spaClientId : ''
+output HUNTER_BACKEND_CLIENT_ID string = createAppRegistrations ? entra.outputs.backendClientId : ''
+output HUNTER_D365_BASE_URL string = d365BaseUrl
+output HUNTER_CONNECT_APPLICATION_ID string = d365AuthMode == 'managed_identity' ? identity.outputs.clientId : d365ClientId

@@ -14,6 +14,7 @@ state only through the methods of `SimulatorState` (`state.py`):
     module       routes (all on https://127.0.0.1:<port>)
     entra        GET  /{tenant}/v2.0/.well-known/openid-configuration     Entra ID discovery
                  POST /{tenant}/oauth2/v2.0/token                          client credentials (Dataverse, the API)
+    devicecode   POST /{tenant}/oauth2/v2.0/devicecode, GET|POST /devicelogin   device code sign-in (connect)
     signin       GET|POST /{tenant}/oauth2/v2.0/authorize                  sign-in page of test users → code (PKCE)
                  POST /{tenant}/oauth2/v2.0/token                          authorization_code, refresh_token (SPA CORS)
                  GET  /{tenant}/discovery/v2.0/keys                        JWKS (RS256 signing key)
@@ -23,6 +24,9 @@ state only through the methods of `SimulatorState` (`state.py`):
     keyvault     GET  /secrets/{name}[/{version}]                          Key Vault (401 challenge first)
     dataverse    *    /api/data/v9.2/…                                     leads, WhoAmI, EntityDefinitions,
                                                                            service-protection limits, faults
+    security     *    /api/data/v9.2/systemusers|roles|privileges|…        application users, roles and privileges
+    metadata     *    /api/data/v9.2/EntityDefinitions(LogicalName='lead')/Attributes|Keys   columns, keys
+    org          the org's users, roles, solutions, lead columns and keys (`Org`, on `Simulator.org`)
     admin        *    /_admin/…                                            faults, limits, rotation, inspection
     leadpage     GET  /main.aspx?pagetype=entityrecord&etn=lead&id=…        the lead's record page (HTML)
     server       the HTTPS server, the local CA, dispatch, `Simulator` (state + start/stop), `main`

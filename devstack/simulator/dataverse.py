@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from devstack.odata import FilterSyntaxError, UnknownColumn, parse_filter
+from devstack.simulator import metadata as lead_metadata
+from devstack.simulator import security
 from devstack.simulator.leads import ALL_COLUMNS, KEY_COLUMN, KEY_FORBIDDEN, PICKLISTS, select, validate_lead
 from devstack.simulator.wire import Request, Response, json_response, odata_error, seconds
 
@@ -66,12 +68,23 @@ def serve(sim: Simulator, request: Request) -> Response:
 
 
 def _serve(sim: Simulator, request: Request) -> Response:
+    sim.org.tick()
     name, handler = route(request.method, request.path)
+    # The org's setup (security.py, metadata.py): users, roles, columns, keys.
+    rest = request.path[len(API_PREFIX) :]
+    setup = security.route(request.method, rest) or lead_metadata.route(request.method, rest)
+    if setup is not None:
+        name, handler = setup[0], lambda s, r, c: security.serve(s, r, c, setup)
     request_id = request.header("x-ms-client-request-id")
     claims = sim.verify_token(request.header("Authorization"), sim.base_url)
-    if claims is None or not sim.is_app_user(claims.get("appid") or claims.get("azp")):
+    user = sim.org.principal(claims) if claims is not None else None
+    if claims is None or user is None:
         sim.count(name, 401)
         return Response(401, b"", {"WWW-Authenticate": challenge(sim)})
+    refused = security.check_lead_call(sim, name, user)
+    if refused is not None:
+        sim.count(name, refused.status, request_id)
+        return refused
     throttled = sim.admit()
     if throttled is not None:
         sim.count(name, 429)
@@ -125,13 +138,14 @@ def fault_response(sim: Simulator, fault: Fault) -> Response:
 
 
 def whoami(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
-    """GET WhoAmI"""
+    """GET WhoAmI: the caller's systemuser id and business unit."""
+    user = sim.org.principal(claims)
     return json_response(
         200,
         {
             "@odata.context": f"{sim.base_url}{API_PREFIX}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
-            "BusinessUnitId": str(uuid.uuid5(uuid.NAMESPACE_DNS, "bu." + sim.tenant_id)),
-            "UserId": claims["oid"],
+            "BusinessUnitId": user.businessunitid if user else sim.org.root_bu,
+            "UserId": user.systemuserid if user else claims["oid"],
             "OrganizationId": str(uuid.uuid5(uuid.NAMESPACE_DNS, "org." + sim.tenant_id)),
         },
     )
@@ -186,12 +200,24 @@ def metadata(sim: Simulator, request: Request, claims: dict[str, Any]) -> Respon
 # -- leads ---------------------------------------------------------------------------------------
 
 
-def _body(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
+def _validate(sim: Simulator, body: Any) -> tuple[dict[str, Any] | None, Response | None]:
+    """`validate_lead`, and a column the org does not have yet (an `hnt_*` column before `connect`
+    created it) is an unknown property, as Dataverse says it."""
+    fields, error = validate_lead(body)
+    absent = [name for name in fields or {} if not sim.org.has_column(name)]
+    if absent:
+        return None, odata_error(
+            400, "0x0", f"Invalid property '{absent[0]}' was found in entity 'Microsoft.Dynamics.CRM.lead'."
+        )
+    return fields, error
+
+
+def _body(sim: Simulator, request: Request) -> tuple[dict[str, Any] | None, Response | None]:
     try:
         data = json.loads(request.body or b"null")
     except ValueError:
         return None, odata_error(400, "0x80048d19", _BAD_PAYLOAD)
-    fields, error = validate_lead(data)
+    fields, error = _validate(sim, data)
     if error is not None or fields is None:
         return None, error or odata_error(400, "0x0", "invalid body")
     return fields, None
@@ -199,7 +225,7 @@ def _body(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
 
 def create(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response:
     """POST leads"""
-    fields, error = _body(request)
+    fields, error = _body(sim, request)
     if fields is None:
         return error or odata_error(400, "0x0", "invalid body")
     record = sim.create_lead(fields)
@@ -236,7 +262,7 @@ def create_multiple(sim: Simulator, request: Request, claims: dict[str, Any]) ->
                 odata_error(400, "0x80048d19", f"Targets[{index}]: '@odata.type' must be '{LEAD_TYPE}' for a lead."),
                 index + 1,
             )
-        fields, error = validate_lead(target)
+        fields, error = _validate(sim, target)
         if error is not None or fields is None:
             return _written(error or odata_error(400, "0x0", "invalid body"), index + 1)
         fields_list.append(fields)
@@ -283,7 +309,7 @@ def query_leads(sim: Simulator, request: Request, claims: dict[str, Any]) -> Res
     """GET leads?$filter=…&$select=…&$top=…"""
     text = request.query.get("$filter")
     try:
-        predicate = parse_filter(text, ALL_COLUMNS) if text else None
+        predicate = parse_filter(text, {c for c in ALL_COLUMNS if sim.org.has_column(c)}) if text else None
     except FilterSyntaxError as exc:
         return odata_error(400, "0x80060888", str(exc))
     except UnknownColumn as exc:
@@ -331,7 +357,7 @@ def upsert(sim: Simulator, request: Request, claims: dict[str, Any]) -> Response
     value, error = _key(sim, request)
     if error is not None or value is None:
         return error or odata_error(400, "0x0", "bad key")
-    fields, invalid = _body(request)
+    fields, invalid = _body(sim, request)
     if fields is None:
         return invalid or odata_error(400, "0x0", "invalid body")
     entity_url = f"{sim.base_url}{API_PREFIX}leads({KEY_COLUMN}='{value}')"

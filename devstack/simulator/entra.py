@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
-from devstack.simulator import signin
+from devstack.simulator import devicecode, signin
 from devstack.simulator.aadsts import error_response
 from devstack.simulator.directory import API_CLIENT_ID, API_IDENTIFIER_URI
 from devstack.simulator.state import now
@@ -80,6 +80,8 @@ def token(sim: Simulator, request: Request) -> Response:
         return error_response(sim, request, 400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
     if form.get("grant_type") in ("authorization_code", "refresh_token"):
         return signin.redeem(sim, request, form)
+    if form.get("grant_type") == devicecode.GRANT:
+        return devicecode.redeem(sim, form)
     if form.get("grant_type") != "client_credentials":
         return signin.cors(
             request,

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack import localca
 from devstack.processes import wait_for_signal
-from devstack.simulator import admin, dataverse, entra, identity, keyvault, leadpage, signin
+from devstack.simulator import admin, dataverse, devicecode, entra, identity, keyvault, leadpage, signin
 from devstack.simulator.state import DEFAULT_SECRET, SimulatorState
 from devstack.simulator.wire import Request, Response, json_response
 
@@ -105,6 +105,10 @@ def route(path: str) -> tuple[str, Handler]:
         return "keyvault", keyvault.get_secret
     if path.endswith("/oauth2/v2.0/token"):
         return "token", entra.token
+    if path.endswith("/oauth2/v2.0/devicecode"):
+        return "devicecode", devicecode.start
+    if path == "/devicelogin":
+        return "devicelogin", devicecode.page
     if path.endswith("/oauth2/v2.0/authorize"):
         return "authorize", signin.authorize
     if path.endswith("/oauth2/v2.0/logout"):

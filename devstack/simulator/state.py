@@ -33,6 +33,7 @@ from devstack.simulator.directory import (
     Directory,
 )
 from devstack.simulator.leads import KEY_COLUMN, LEAD_COLUMNS
+from devstack.simulator.org import Org
 
 DEFAULT_TENANT = "7d1f2c3a-0b4e-4c59-9a6d-2f1e3b4c5d6e"
 DEFAULT_CLIENT_ID = "3c8e4b1a-5d2f-4e6a-8b7c-9d0e1f2a3b4c"
@@ -186,13 +187,14 @@ class SimulatorState:
                 BACKEND_CLIENT_ID: [BACKEND_SECRET],
                 OPERATOR_CLIENT_ID: [OPERATOR_SECRET],
             }
-            self._app_users = {self.client_id, self.mi_client_id}
             self._vault: dict[str, list[tuple[str, str]]] = {
                 self.secret_name: [(uuid.uuid4().hex, self._initial_secret)]
             }
             self._faults: list[Fault] = []
             self._limits = Limits()
             self.alternate_key = True
+            # Users, roles, solutions and lead metadata (org.py); starts connected.
+            self.org = Org(self)
             self.token_lifetime = 3599
             self._issued_tokens: set[str] = set()
             self._revoked_tokens: set[str] = set()
@@ -294,8 +296,7 @@ class SimulatorState:
 
     def is_app_user(self, appid: Any) -> bool:
         """True when `appid` is an application user of the Dataverse environment."""
-        with self._lock:
-            return appid in self._app_users
+        return self.org.application_user(str(appid)) is not None
 
     def issue_token(
         self,

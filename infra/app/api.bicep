@@ -37,7 +37,7 @@ param dataverseConcurrencyBudget int = 44
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 @description('The Hunter UI\'s origin: the only one CORS allows (empty: none).')
 param hunterUiOrigin string = ''
@@ -48,8 +48,12 @@ param apiClientId string
 @description('Application ID URI of the API (api://...): an accepted token audience beside the client id.')
 param apiIdentifierUri string
 
-@description('Client ids whose tokens App Service Authentication accepts (empty: any client in the tenant).')
-param allowedClientApplications array = []
+// At least one: App Service Authentication reads an empty list as "any client application in your
+// tenant" (Microsoft Learn, "Configure Microsoft Entra authentication", allowedApplications), so an
+// empty list fails the deployment here instead of opening the API to every app in the tenant.
+@minLength(1)
+@description('Client ids whose tokens App Service Authentication accepts (at least one).')
+param allowedClientApplications array
 
 param d365Enabled bool = false
 param d365BaseUrl string

@@ -40,6 +40,17 @@ from pathlib import Path
 from typing import Any
 
 TYPES_DIR = Path(__file__).resolve().parent / "types"
+# Microsoft Graph resources (Entra ID applications, service principals, app role assignments,
+# permission grants) come from the Graph Bicep extension, whose generated types.json
+# (microsoftgraph/msgraph-bicep-types) is pinned beside Azure's under types/microsoftgraph. A file
+# that declares one must import the extension by the alias that infra/bicepconfig.json maps to
+# exactly the pinned version, or the types checked here are not the ones Bicep would use.
+GRAPH_NAMESPACE = "microsoft.graph/"
+GRAPH_EXTENSION_ALIAS = "microsoftGraphV1"
+GRAPH_EXTENSION = "br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:1.0.0"
+# `extension <alias>` declares a Bicep extension; pycep-parser 0.5.1 (checkov's pin) predates the
+# keyword, so the line is blanked before parsing (line numbers stay) and checked here instead.
+EXTENSION_LINE = re.compile(r"(?m)^extension[ \t]+(\S+)[^\n]*$")
 
 # bicep-types TypePropertyFlags (Azure/bicep-types src/bicep-types/src/types.ts).
 REQUIRED = 1
@@ -135,8 +146,18 @@ def parse_bicep(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     if text not in _PARSED:
         pycep = importlib.import_module("pycep")
-        _PARSED[text] = pycep.BicepParser().parse(file_path=path)
+        _PARSED[text] = pycep.BicepParser().parse(text=pycep_text(text))
     return copy.deepcopy(_PARSED[text])
+
+
+def pycep_text(text: str) -> str:
+    """A Bicep file's text as pycep-parser 0.5.1 can read it: `extension` lines blanked."""
+    return EXTENSION_LINE.sub("", text)
+
+
+def extensions(text: str) -> list[str]:
+    """The aliases a Bicep file's `extension` lines import."""
+    return EXTENSION_LINE.findall(text)
 
 
 _PARSED: dict[str, dict[str, Any]] = {}
@@ -230,8 +251,30 @@ class Checker:
 
     def check_folder(self, folder: Path) -> list[Finding]:
         for path in sorted(folder.rglob("*.bicep")):
-            self.check_file(BicepFile(path, str(path.relative_to(folder.parent)), parse_bicep(path)))
+            bicep = BicepFile(path, str(path.relative_to(folder.parent)), parse_bicep(path))
+            self.check_file(bicep)
+            self.check_graph_extension(bicep, folder)
         return self.findings
+
+    def check_graph_extension(self, bicep: BicepFile, folder: Path) -> None:
+        """A file with Microsoft.Graph resources imports the Graph extension by the alias
+        bicepconfig.json maps to the pinned version (GRAPH_EXTENSION)."""
+        graph = [n for n, r in bicep.resources.items() if str(r["type"]).lower().startswith(GRAPH_NAMESPACE)]
+        if not graph:
+            return
+        if GRAPH_EXTENSION_ALIAS not in extensions(bicep.path.read_text(encoding="utf-8")):
+            self.report(bicep, graph[0], "", f"Microsoft.Graph resources need `extension {GRAPH_EXTENSION_ALIAS}`")
+            return
+        config = folder / "bicepconfig.json"
+        mapped = json.loads(config.read_text(encoding="utf-8")).get("extensions", {}) if config.exists() else {}
+        if mapped.get(GRAPH_EXTENSION_ALIAS) != GRAPH_EXTENSION:
+            self.report(
+                bicep,
+                graph[0],
+                "",
+                f"bicepconfig.json maps {GRAPH_EXTENSION_ALIAS} to {mapped.get(GRAPH_EXTENSION_ALIAS)!r}, "
+                f"not {GRAPH_EXTENSION!r}, the version whose types are pinned under tests/infra/types/microsoftgraph",
+            )
 
     def check_file(self, bicep: BicepFile) -> None:
         bodies = {name: unwrap(resource["config"], bicep) for name, resource in bicep.resources.items()}

@@ -34,6 +34,7 @@ CHECKER = KQL_DIR / "check.js"
 
 # What the deployment substitutes for the placeholders (main.bicep: poisonQueueName).
 POISON_QUEUE = "d365-lead-push-poison"
+PUSH_QUEUE = "d365-lead-push"
 # Workbook parameters as the workbook renders them; {TimeRange:grain} becomes a timespan literal.
 WORKBOOK_PARAMETERS = {"{TimeRange:grain}": "1h"}
 
@@ -86,8 +87,9 @@ def evaluate(node: Any, variables: dict[str, Any]) -> str:
     if function and function["type"] == "replace":
         arguments = function["parameters"]
         template = evaluate(arguments["original_string"], variables)
-        assert arguments["new_string"] == "poisonQueueName", f"unexpected replacement {arguments['new_string']!r}"
-        return template.replace(arguments["old_string"], POISON_QUEUE)
+        queues = {"poisonQueueName": POISON_QUEUE, "queueName": PUSH_QUEUE}
+        assert arguments["new_string"] in queues, f"unexpected replacement {arguments['new_string']!r}"
+        return template.replace(arguments["old_string"], queues[arguments["new_string"]])
     raise AssertionError(f"cannot evaluate the query expression {node!r}")
 
 

@@ -133,3 +133,42 @@ def test_publishing_policies_carry_the_site_location() -> None:
     parsed = azure_types.parse_bicep(INFRA / "app" / "api.bicep")
     for name in ("ftpPublishing", "scmPublishing"):
         assert parsed["resources"][name]["config"]["location"] == "location"
+
+
+# -- Microsoft Graph (Entra ID) resources, against the pinned Graph extension types --
+
+
+def test_a_misspelt_graph_property_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
+    folder = mutated(
+        tmp_path, "app/entra.bicep", "    requestedAccessTokenVersion: 2", "    accessTokenAcceptedVersion: 2"
+    )
+    found = messages(folder, library)
+    assert any(
+        "apiApp.api.accessTokenAcceptedVersion: unknown property of MicrosoftGraphApiApplication" in m for m in found
+    )
+
+
+def test_a_graph_resource_missing_a_required_property_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
+    folder = mutated(tmp_path, "app/entra.bicep", "  uniqueName: apiUniqueName\n", "")
+    assert any("apiApp" in m and "uniqueName" in m for m in messages(folder, library))
+
+
+def test_a_graph_resource_type_the_extension_lacks_fails(tmp_path: Path, library: azure_types.TypeLibrary) -> None:
+    folder = mutated(
+        tmp_path,
+        "app/entra.bicep",
+        "'Microsoft.Graph/oauth2PermissionGrants@v1.0'",
+        "'Microsoft.Graph/permissionGrants@v1.0'",
+    )
+    assert any("spaConsent" in m and "Microsoft.Graph/permissionGrants" in m for m in messages(folder, library))
+
+
+def test_graph_resources_need_the_extension_at_the_pinned_version(
+    tmp_path: Path, library: azure_types.TypeLibrary
+) -> None:
+    folder = mutated(tmp_path, "app/entra.bicep", "extension microsoftGraphV1\n", "\n")
+    assert any("need `extension microsoftGraphV1`" in m for m in messages(folder, library))
+    other = tmp_path / "other"
+    other.mkdir()
+    folder = mutated(other, "bicepconfig.json", "v1.0:1.0.0", "v1.0:0.1.8-preview")
+    assert any("the version whose types are pinned" in m for m in messages(folder, library))

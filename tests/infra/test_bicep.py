@@ -25,6 +25,8 @@ import pytest
 pycep = pytest.importorskip("pycep", reason="the infra checks run in .venv-infra (infra/check.sh)")
 yaml = pytest.importorskip("yaml")
 
+from tests.infra import azure_types  # noqa: E402  (after the skip: it needs the infra venv's pycep)
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 SHARED = ROOT / "shared"
@@ -83,8 +85,9 @@ STORAGE_SERVICES = {
 
 @functools.cache
 def bicep(relative: str) -> dict[str, Any]:
-    """One Bicep file, parsed."""
-    return cast(dict[str, Any], pycep.BicepParser().parse(file_path=INFRA / relative))
+    """One Bicep file, parsed (an `extension` line blanked first: azure_types.pycep_text)."""
+    text = azure_types.pycep_text((INFRA / relative).read_text(encoding="utf-8"))
+    return cast(dict[str, Any], pycep.BicepParser().parse(text=text))
 
 
 def bicep_files() -> list[str]:
@@ -196,7 +199,7 @@ def main_value(node: Any) -> Any:
 
 
 def module_params(module: str) -> dict[str, Any]:
-    return cast(dict[str, Any], bicep("main.bicep")["modules"][module]["config"]["params"])
+    return cast(dict[str, Any], body(bicep("main.bicep")["modules"][module])["params"])
 
 
 def storage_flags() -> dict[str, bool]:
@@ -274,11 +277,12 @@ def test_modules_receive_exactly_the_parameters_they_declare() -> None:
     for name, module in bicep("main.bicep")["modules"].items():
         path = module["detail"]["path"]
         declared = bicep(path)["parameters"]
-        passed = set(module["config"]["params"])
+        config = body(module)  # a conditional module (entra) has its body under the condition
+        passed = set(config["params"])
         assert passed <= set(declared), f"module {name} is passed unknown parameters {passed - set(declared)}"
         required = {param for param, spec in declared.items() if "default" not in spec}
         assert required <= passed, f"module {name} misses required parameters {required - passed}"
-        assert module["config"]["scope"] == "rg", f"module {name} must deploy into the resource group"
+        assert config["scope"] == "rg", f"module {name} must deploy into the resource group"
 
 
 def test_flex_consumption_plan_on_linux() -> None:
@@ -356,8 +360,15 @@ def test_no_template_handles_an_account_key_or_a_secret_value() -> None:
         text = (INFRA / relative).read_text(encoding="utf-8")
         for marker in ("listKeys", "listConnectionStrings", "AccountKey=", "InstrumentationKey=", "SharedAccessKey"):
             assert marker not in text, f"{relative} uses {marker}"
-        secure = [name for name, spec in bicep(relative).get("parameters", {}).items() if decorator(spec, "secure")]
-        assert not secure, f"{relative} takes secrets as parameters: {secure}; use Key Vault"
+        secure = [
+            name
+            for name, spec in bicep(relative).get("parameters", {}).items()
+            if any(item["type"] == "secure" for item in spec.get("decorators", []))
+        ]
+        # The one exception: an action group's webhook URL carries its own signature and Azure Monitor
+        # needs it as a literal (no Key Vault reference), so it is @secure(): kept out of deployment
+        # history, never read by the app.
+        assert set(secure) <= {"alertWebhookUrl"}, f"{relative} takes secrets as parameters: {secure}; use Key Vault"
         secrets = resources(relative, "Microsoft.KeyVault/vaults/secrets")
         assert not secrets, f"{relative} writes a secret value into Key Vault; operators do that (docs/runbook.md)"
 
@@ -718,16 +729,22 @@ def alert_query(rule: str) -> str:
     alerts = bicep("app/alerts.bicep")["variables"]
     query = body(alert_rules()[rule])["properties"]["criteria"]["allOf"][0]["query"]
     value = alerts[query]["value"]
-    if isinstance(value, dict):  # replace(template, placeholder, poisonQueueName)
+    if isinstance(value, dict):  # replace(template, placeholder, poisonQueueName or queueName)
         arguments = function(value, "replace")
-        assert arguments["new_string"] == "poisonQueueName"
-        return cast(str, alerts[arguments["original_string"]]["value"]).replace(arguments["old_string"], "<poison>")
+        placeholder = {"poisonQueueName": "<poison>", "queueName": "<push>"}[arguments["new_string"]]
+        return cast(str, alerts[arguments["original_string"]]["value"]).replace(arguments["old_string"], placeholder)
     return cast(str, value)
 
 
 def test_alerts_watch_failed_pushes_and_the_poison_backlog() -> None:
     rules = alert_rules()
-    assert set(rules) == {"failedPushesAlert", "poisonBacklogAlert"}
+    assert set(rules) == {
+        "failedPushesAlert",
+        "poisonBacklogAlert",
+        "gaugeSilentAlert",
+        "pushBacklogAlert",
+        "failedInvocationsAlert",
+    }
     for rule in rules.values():
         assert body(rule)["kind"] == "LogAlert"
         properties = body(rule)["properties"]
@@ -840,3 +857,145 @@ def test_every_checkov_skip_is_explained_here_and_in_the_docs() -> None:
     for relative, check, reason in skips:
         assert len(reason) >= 30, f"{relative}: skip of {check} needs a real reason"
         assert f"`{check}`" in deploy, f"docs/deploy.md does not list the skip of {check}"
+
+
+# --- go-live: the operators' other alarms, the audit trail, Entra ID as code ----------------------
+
+
+def test_alerts_watch_the_gauge_going_silent_the_push_backlog_and_failed_invocations() -> None:
+    rules = alert_rules()
+    silent = body(rules["gaugeSilentAlert"])["properties"]
+    criteria = silent["criteria"]["allOf"][0]
+    # "Table rows" below 1: fires on an empty result, the only way a log alert sees "no data".
+    assert (criteria["timeAggregation"], criteria["operator"], criteria["threshold"]) == ("Count", "LessThan", 1)
+    assert "metricMeasureColumn" not in criteria and silent["windowSize"] == "gaugeSilentWindow"
+    assert '"d365_queue_depth"' in alert_query("gaugeSilentAlert")
+    backlog = body(rules["pushBacklogAlert"])["properties"]
+    criteria = backlog["criteria"]["allOf"][0]
+    assert (criteria["timeAggregation"], criteria["metricMeasureColumn"]) == ("Minimum", "lowest")
+    assert (criteria["operator"], criteria["threshold"]) == ("GreaterThan", 0)
+    assert backlog["windowSize"] == "pushBacklogWindow"
+    assert 'customDimensions.queue) == "<push>"' in alert_query("pushBacklogAlert")
+    assert "lowest = valueMin" in alert_query("pushBacklogAlert")
+    failed = body(rules["failedInvocationsAlert"])["properties"]["criteria"]["allOf"][0]
+    assert failed["threshold"] == "failedInvocationThreshold" and failed["metricMeasureColumn"] == "failures"
+    query = alert_query("failedInvocationsAlert")
+    assert "requests | where success == false" in query and "exceptions" in query
+    alerts = module_params("alerts")
+    assert alerts["queueName"] == "queueName" and alerts["alertWebhookUrl"] == "alertWebhookUrl"
+    assert alerts["pushBacklogWindow"] == "pushBacklogAlertWindow"
+    assert alerts["gaugeSilentWindow"] == "gaugeSilentAlertWindow"
+    assert alerts["failedInvocationThreshold"] == "failedInvocationAlertThreshold"
+    params = bicep("main.bicep")["parameters"]
+    assert params["gaugeSilentAlertWindow"]["default"] == "PT30M"  # six missed readings at every 5 minutes
+    assert params["failedInvocationAlertThreshold"]["default"] >= 1
+
+
+def test_action_group_takes_a_webhook_beside_e_mail_and_keeps_it_secret() -> None:
+    [group] = resources("app/alerts.bicep", "Microsoft.Insights/actionGroups").values()
+    assert condition(group) == "hasReceiver"
+    properties = body(group)["properties"]
+    assert "emailReceivers" in properties and "webhookReceivers" in properties
+    variables = bicep("app/alerts.bicep")["variables"]
+    assert variables["hasReceiver"]["value"]["operator"]["type"] == "or"
+    for relative, name in (("main.bicep", "alertWebhookUrl"), ("app/alerts.bicep", "alertWebhookUrl")):
+        spec = bicep(relative)["parameters"][name]
+        assert any(item["type"] == "secure" for item in spec.get("decorators", [])), f"{relative}: {name} not @secure()"
+        assert spec["default"] == ""
+    text = (INFRA / "app" / "alerts.bicep").read_text(encoding="utf-8")
+    assert "actionGroups: hasEmail" not in text, "every alert reaches the webhook too"
+
+
+def test_diagnostic_settings_send_the_audit_trail_to_log_analytics() -> None:
+    settings = resources("app/diagnostics.bicep", "Microsoft.Insights/diagnosticSettings")
+    categories = {
+        name: ({log["category"] for log in _logs(body(r)["properties"]["logs"])}, body(r)["scope"])
+        for name, r in settings.items()
+    }
+    assert categories["vaultAudit"] == ({"AuditEvent"}, "vault")
+    assert categories["functionAppLogs"] == ({"FunctionAppLogs"}, "site")
+    for service in ("blob", "queue", "table"):
+        assert categories[f"{service}Logs"] == ({"StorageRead", "StorageWrite", "StorageDelete"}, f"{service}Service")
+    for resource in settings.values():
+        assert body(resource)["properties"]["workspaceId"] == "workspaceId"
+    assert accessor(module_params("diagnostics")["workspaceId"]) == ["monitoring", "outputs", "logAnalyticsId"]
+
+
+def _logs(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, str):  # a variable (the storage services share one list)
+        return cast(list[dict[str, Any]], bicep("app/diagnostics.bicep")["variables"][node]["value"])
+    return cast(list[dict[str, Any]], node)
+
+
+def test_instances_get_512_mb() -> None:
+    for relative in ("main.bicep", "app/api.bicep"):
+        assert bicep(relative)["parameters"]["instanceMemoryMB"]["default"] == 512
+
+
+def test_entra_registrations_give_the_api_v2_tokens_and_the_roles_the_app_checks() -> None:
+    principal = pytest.importorskip("shared.principal")
+    graph = {
+        name: (resource["type"], body(resource)) for name, resource in bicep("app/entra.bicep")["resources"].items()
+    }
+    api_type, api = graph["apiApp"]
+    assert api_type == "Microsoft.Graph/applications" and api["signInAudience"] == "AzureADMyOrg"
+    assert api["api"]["requestedAccessTokenVersion"] == 2  # v2 issuer: what authsettingsV2 trusts
+    assert {role["value"] for role in api["appRoles"]} == {principal.PUSH, principal.REPLAY}
+    assert [role["id"] for role in api["appRoles"]] == ["pushRoleId", "replayRoleId"]
+    [scope] = api["api"]["oauth2PermissionScopes"]
+    assert (scope["id"], scope["value"], scope["type"]) == ("scopeId", "scopeValue", "User")
+    _, spa = graph["spaApp"]
+    [access] = spa["requiredResourceAccess"]
+    assert access["resourceAccess"] == [{"id": "scopeId", "type": "Scope"}]
+    _, backend = graph["backendApp"]
+    assert backend["requiredResourceAccess"][0]["resourceAccess"] == [{"id": "pushRoleId", "type": "Role"}]
+    assign_type, assignment = graph["backendPush"]
+    assert assign_type == "Microsoft.Graph/appRoleAssignedTo"
+    assert (assignment["appRoleId"], accessor(assignment["resourceId"])) == (
+        "pushRoleId",
+        ["apiServicePrincipal", "id"],
+    )
+    assert {name for name, (kind, _) in graph.items() if kind == "Microsoft.Graph/servicePrincipals"} == {
+        "apiServicePrincipal",
+        "spaServicePrincipal",
+        "backendServicePrincipal",
+    }
+    assert condition(bicep("app/entra.bicep")["resources"]["spaConsent"]) == "grantSpaConsent"
+    text = (INFRA / "app" / "entra.bicep").read_text(encoding="utf-8")
+    assert re.search(r"(?m)^extension microsoftGraphV1$", text)
+
+
+def test_registrations_are_created_unless_brought_and_allowed_clients_are_never_empty() -> None:
+    main = bicep("main.bicep")
+    assert condition(main["modules"]["entra"]) == "createAppRegistrations"
+    assert main["parameters"]["createAppRegistrations"]["default"] is True
+    assert main["parameters"]["apiClientId"]["default"] == ""  # needed only to bring your own
+    api = module_params("api")
+    assert (api["apiClientId"], api["allowedClientApplications"]) == ("effectiveApiClientId", "effectiveAllowedClients")
+    variables = main["variables"]
+    clients = function(variables["effectiveAllowedClients"]["value"], "union")
+    assert set(clients.values()) == {"allowedClientApplications", "createdClients"}
+    created = variables["createdClients"]["value"]["operator"]["operands"]["true_value"]
+    assert [accessor(item) for item in created] == [
+        ["entra", "outputs", "spaClientId"],
+        ["entra", "outputs", "backendClientId"],
+    ]
+    # App Service Authentication reads [] as "any client in the tenant": the deployment refuses it.
+    allowed = bicep("app/api.bicep")["parameters"]["allowedClientApplications"]
+    assert decorator(allowed, "min_length") == 1 and allowed.get("default") is None
+    outputs = main["outputs"]
+    for name in ("HUNTER_API_CLIENT_ID", "HUNTER_CONNECT_APPLICATION_ID", "HUNTER_D365_BASE_URL"):
+        assert name in outputs, name
+
+
+def test_azd_prints_or_runs_the_one_connect_command_after_provisioning() -> None:
+    project = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
+    hook = project["hooks"]["postprovision"]["posix"]
+    script = ROOT / hook["run"]
+    assert script.exists() and script.stat().st_mode & 0o111, f"{hook['run']} must exist and be executable"
+    text = script.read_text(encoding="utf-8")
+    assert "python -m shared.connect" in text and "--dry-run" in text
+    outputs = bicep("main.bicep")["outputs"]
+    for variable in re.findall(r"\$\{(HUNTER_[A-Z_]+):-", text):
+        if variable != "HUNTER_CONNECT_ON_PROVISION":
+            assert variable in outputs, f"the hook reads {variable}, which no Bicep output sets"

@@ -29,13 +29,20 @@ def test_every_query_parses_and_binds_against_the_classic_tables() -> None:
     assert {query.id for query in queries} >= {
         "alerts.bicep:failedPushesAlert[0]",
         "alerts.bicep:poisonBacklogAlert[0]",
+        "alerts.bicep:gaugeSilentAlert[0]",
+        "alerts.bicep:pushBacklogAlert[0]",
+        "alerts.bicep:failedInvocationsAlert[0]",
         "workbook.json:poison-flow",
         "workbook.json:queue-depth",
         "workbook.json:dataverse-dependencies",
     }
-    assert len(queries) == 12
+    assert len(queries) == 15
     for query in queries:
-        assert "__POISON_QUEUE__" not in query.text and "{TimeRange" not in query.text, query.id
+        assert (
+            "__POISON_QUEUE__" not in query.text
+            and "__PUSH_QUEUE__" not in query.text
+            and "{TimeRange" not in query.text
+        ), query.id
     assert errors_in(queries) == []
 
 
@@ -71,15 +78,33 @@ def test_a_mutated_workbook_query_fails(tmp_path: Path, old: str, new: str, code
     assert any(f" {code}" in error for error in found), found
 
 
+POISON_HEAD = (
+    '\ncustomMetrics\n| where name == "d365_queue_depth" and tostring(customDimensions.queue) == "__POISON_QUEUE__"'
+)
+
+
 @pytest.mark.parametrize(
-    ("old", "new", "code"),
+    ("old", "new", "code", "rule"),
     [
-        ("| project timestamp, depth = valueMax", "| project timestamp, depth = valueMax, severity", "KS142"),
-        ("depth = valueMax", "depth = valueMaximum", "KS142"),  # not a customMetrics column
-        ("\ncustomMetrics\n", "\ncustomMetric\n", "KS"),  # no such table
+        (
+            "| project timestamp, depth = valueMax",
+            "| project timestamp, depth = valueMax, severity",
+            "KS142",
+            "poisonBacklogAlert",
+        ),
+        ("depth = valueMax", "depth = valueMaximum", "KS142", "poisonBacklogAlert"),  # not a customMetrics column
+        (
+            POISON_HEAD,
+            POISON_HEAD.replace("customMetrics", "customMetric"),
+            "KS",
+            "poisonBacklogAlert",
+        ),  # no such table
+        ("readings = valueCount", "readings = valueCounts", "KS142", "gaugeSilentAlert"),
+        ("lowest = valueMin", "lowest = valueMinimum", "KS142", "pushBacklogAlert"),
+        ("where success == false", "where succeeded == false", "KS142", "failedInvocationsAlert"),
     ],
 )
-def test_a_mutated_alert_query_fails(tmp_path: Path, old: str, new: str, code: str) -> None:
+def test_a_mutated_alert_query_fails(tmp_path: Path, old: str, new: str, code: str, rule: str) -> None:
     copy = tmp_path / "infra"
     shutil.copytree(INFRA, copy)
     alerts = copy / "app" / "alerts.bicep"
@@ -87,7 +112,7 @@ def test_a_mutated_alert_query_fails(tmp_path: Path, old: str, new: str, code: s
     assert text.count(old) == 1, old
     alerts.write_text(text.replace(old, new), encoding="utf-8")
     found = errors_in(kql_queries.all_queries(copy))
-    assert any(error.startswith("alerts.bicep:poisonBacklogAlert[0]:") and code in error for error in found), found
+    assert any(error.startswith(f"alerts.bicep:{rule}[0]:") and code in error for error in found), found
 
 
 def test_the_backlog_alert_and_the_depth_tile_read_the_gauge_the_app_emits() -> None:
@@ -103,6 +128,10 @@ def test_the_backlog_alert_and_the_depth_tile_read_the_gauge_the_app_emits() -> 
         assert text.lstrip().startswith("customMetrics"), query_id
         assert f'name == "{metric_name}"' in text and "customDimensions.queue" in text, query_id
         assert "valueMax" in text, query_id
+    for query_id in ("alerts.bicep:gaugeSilentAlert[0]", "alerts.bicep:pushBacklogAlert[0]"):
+        assert f'name == "{metric_name}"' in queries[query_id], query_id
+    push = queries["alerts.bicep:pushBacklogAlert[0]"]
+    assert f'customDimensions.queue) == "{kql_queries.PUSH_QUEUE}"' in push and "valueMin" in push
     assert f'customDimensions.queue) == "{kql_queries.POISON_QUEUE}"' in queries["alerts.bicep:poisonBacklogAlert[0]"]
     assert "MaxDequeueCount" not in queries["alerts.bicep:poisonBacklogAlert[0]"]
 
