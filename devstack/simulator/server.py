@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack.processes import wait_for_signal
 from devstack.simulator import admin, dataverse, entra, identity, keyvault, signin
+from devstack.simulator.persist import LeadKeeper
 from devstack.simulator.state import DEFAULT_SECRET, Simulator
 from devstack.simulator.wire import Request, Response, json_response
 
@@ -185,10 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-secret", default=os.environ.get("SIM_CLIENT_SECRET", DEFAULT_SECRET))
     args = parser.parse_args(argv)
     sim = Simulator(state_dir=args.state_dir, host=args.host, port=args.port, client_secret=args.client_secret)
+    sim.state_dir.mkdir(parents=True, exist_ok=True)
+    keeper = LeadKeeper(sim)
+    kept = keeper.load()  # the leads of the last run (persist.py): they outlive a restart, as Azurite's data does
     sim.start()
-    info = sim.info()
+    keeper.start()
+    info = sim.info() | {"leads_kept": kept}
     (Path(args.state_dir) / "simulator.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
     wait_for_signal()
+    keeper.stop()
     sim.stop()
     return 0
