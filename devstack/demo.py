@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def describe(item: dict[str, Any], state: dict[str, Any]) -> str:
     """created / already there / skipped / failed, in words, for one accepted lead."""
     if item["status"] == "skipped":
-        return f"already there (skipped at intake: {item.get('reason') or 'synced before'})"
+        return "already there (synced before: skipped at intake)"
     outcome = state.get("last_outcome") or ""
     if state.get("status") == "synced":
         return {"created": "created", "recreated": "created again (the old lead was gone)"}.get(

@@ -218,7 +218,7 @@ def test_every_printed_command_works_as_printed(devstack_up: Callable[..., Up]) 
         timeout=30,
     )
     body, code = empty.stdout.rsplit("\n", 1)
-    assert code == "400" and json.loads(body)["error"], empty.stdout
+    assert code == "400" and json.loads(body)["error"] == "invalid_body", empty.stdout
     old = subprocess.run(
         [
             "curl",
