@@ -143,10 +143,10 @@ def main(argv: list[str]) -> int:
 def start_azurite(stack: ProcessGroup, env: dict[str, str], info: dict[str, Any] | None) -> str:
     """Start Azurite and point `env` at it; returns its account-key connection string.
 
-    By identity, as in Azure, when the simulator runs (its managed-identity endpoint issues the
-    storage tokens): Azurite over HTTPS in OAuth mode and the `AzureWebJobsStorage__*` settings Bicep
-    writes. With a connection string (plain HTTP, account key) when the simulator does not run or
-    `DEVSTACK_STORAGE=connection-string` asks for it."""
+    By identity, as in Azure (the simulator's managed-identity endpoint issues the storage tokens,
+    whichever Dataverse the app talks to): Azurite over HTTPS in OAuth mode and the
+    `AzureWebJobsStorage__*` settings Bicep writes. With a connection string (plain HTTP, account
+    key) when `DEVSTACK_STORAGE=connection-string` asks for it."""
     if info is None or env.get("DEVSTACK_STORAGE", "identity") == "connection-string":
         env["AzureWebJobsStorage"], ports = stack.azurite()
         mode = "http, account key: AzureWebJobsStorage is a connection string"

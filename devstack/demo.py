@@ -91,10 +91,6 @@ def push_and_watch(args: argparse.Namespace, stack: dict[str, Any], hunter: Hunt
     api = f"{args.url}/api/v1/d365"
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {args.token}"
-    if hunter is not None:  # Hunter has its companies before anyone presses the button
-        for sample in SAMPLES:
-            with contextlib.suppress(InvalidDomain):
-                hunter.add(normalize_domain(str(sample["domain"])))
     try:
         response = http.post(f"{api}/push-leads", json={"leads": SAMPLES}, timeout=30)
     except requests.ConnectionError:
@@ -165,12 +161,6 @@ class HunterSide:
         self.url = url
         self.consumer = consumer
 
-    def add(self, domain: str) -> None:
-        """A `not_synced` row for `domain` (the app's key for it: normalised, as Hunter should store it)."""
-        from devstack.hunter_db import add_company
-
-        add_company(self.url, domain)
-
     def show(self, domains: list[str], statuses: dict[str, str], skipped: set[str], timeout: float = 30) -> None:
         """Wait until the consumer has applied every outcome, then print the seed's SELECT per domain."""
         from devstack.hunter_db import SEED_SELECT, company
@@ -215,7 +205,7 @@ def hunter_database(stack: dict[str, Any], verbose: bool = False) -> Iterator[Hu
         print("(Hunter's database skipped: .devstack/stack.json names no local storage; is `make run` running?)")
         yield None
         return
-    from devstack.hunter_db import create_companies
+    from devstack.hunter_db import add_company, create_companies
     from devstack.postgres import LocalPostgres, PostgresUnavailable
     from hunter_results import Consumer, ConsumerSettings
 
@@ -241,6 +231,11 @@ def hunter_database(stack: dict[str, Any], verbose: bool = False) -> Iterator[Hu
     try:
         url = server.create_database("hunter")
         create_companies(url)
+        # Hunter has its companies before the consumer reads any outcome (the demo page's pushes
+        # too: same samples), so none of them is an unknown domain.
+        for sample in SAMPLES:
+            with contextlib.suppress(InvalidDomain):
+                add_company(url, normalize_domain(str(sample["domain"])))
         settings = ConsumerSettings.from_env(
             {
                 "HUNTER_RESULTS_DATABASE_URL": url,

@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,17 +96,22 @@ class Up:
 
 
 @pytest.fixture
-def devstack_up(tmp_path: Path) -> Iterator[Callable[..., Up]]:
+def devstack_up() -> Iterator[Callable[..., Up]]:
+    # Not under pytest's tmp_path (0700 under root): `make demo`'s PostgreSQL runs as `nobody` when
+    # the tests run as root, and keeps Hunter's database in the state directory.
+    base = Path(tempfile.mkdtemp(prefix="devstack-e2e-"))
+    base.chmod(0o755)
     started: list[Up] = []
 
     def up(state: str = "state", **env: str) -> Up:
-        stack = Up(tmp_path / state, {"DEVSTACK_ANY_PORTS": "1", **env})
+        stack = Up(base / state, {"DEVSTACK_ANY_PORTS": "1", **env})
         started.append(stack)
         return stack
 
     yield up
     for stack in started:
         stack.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def demo(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -246,10 +253,11 @@ def test_a_restart_keeps_the_simulators_leads_and_make_demo_reports_only_what_it
     devstack_up: Callable[..., Up],
 ) -> None:
     first = devstack_up()
-    shown = demo(first.state, "--no-hunter-db")
+    shown = demo(first.state)  # with Hunter's database and results consumer, as `make demo`
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert shown.stdout.count(" created ") == len(SAMPLE_LEADS) and "deliberately invalid" in shown.stdout
     assert "{" not in shown.stderr  # no raw JSON log lines without --verbose
+    assert "'applied': 3" in shown.stdout and "'unknown': 0" in shown.stdout  # Hunter's rows, all known
     first.stop()
 
     second = devstack_up()
