@@ -174,7 +174,8 @@ def run(stack: ProcessGroup, stopping: threading.Event) -> int:
     if own_dataverse:
         say(f"Simulator    {info['base_url']}  (Entra ID sign-in for the local API, managed identity for storage)")
         say(f"Dataverse    {configured['HUNTER_D365_BASE_URL']}  (yours: tokens from {yours_authority(env)})")
-        bundle = joined_ca_bundle(info, os.environ.get("REQUESTS_CA_BUNDLE"), state)
+        # Your REQUESTS_CA_BUNDLE (environment or local.settings.json), joined with the simulator's CA.
+        bundle = joined_ca_bundle(info, env.get("REQUESTS_CA_BUNDLE"), state)
         env.update(
             REQUESTS_CA_BUNDLE=bundle,
             SSL_CERT_FILE=bundle,
