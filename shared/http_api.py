@@ -317,7 +317,7 @@ def _readiness() -> tuple[int, dict[str, Any]]:
     except ConfigError as exc:
         return 503, {"status": "not_ready", "checks": {"settings": f"error: {exc}"}}
     checks: dict[str, Any] = {"settings": "ok", "auth_mode": settings.auth_mode, "enabled": settings.enabled}
-    checks["storage"] = _check("storage", services.queues.push.get_queue_properties)
+    checks["storage"] = _check("storage", lambda: services.queues.push.get_queue_properties())
     checks["dataverse_auth"] = _check("dataverse_auth", lambda: services.dataverse.tokens.get_token("healthz"))
     healthy = checks["storage"] == "ok" and checks["dataverse_auth"] == "ok"
     return (200 if healthy else 503), {"status": "ready" if healthy else "not_ready", "checks": checks}
