@@ -101,7 +101,7 @@ unit: setup
 reliability: setup  ## the long reliability runs (bigger batches, same tests); several minutes
 	@$(PY) -m pytest -q -m slow tests/e2e/test_reliability.py
 
-results: setup  ## Hunter's results consumer, once, with settings from the environment (see README: Hunter's side)
+results: setup  ## Hunter's results consumer, once, with settings from the environment (see docs/consumer.md)
 	@$(PY) -m hunter_results --once
 
 bench: setup  ## benchmarks: prints a table, writes benchmarks/results/latest.json; a few minutes

@@ -1,9 +1,16 @@
-"""`make demo`: push a handful of sample leads through a running `make run` stack and watch their
-status change until each is done, then print a table with the Dynamics links.
+"""`make demo`: push the demo page's sample leads through a running `make run` stack and watch
+their status change until each is done, then print a table with the Dynamics links.
 
-Usage: python -m devstack.demo [--url http://127.0.0.1:7071] [--key FUNCTION_KEY] [--timeout 120] [--no-hunter-db]
-The function key defaults to the one `make run` wrote to .devstack/stack.json. When `make run` started
-the simulator, the demo ends with what the simulated Dataverse holds (its admin API).
+Usage: python -m devstack.demo [--url http://127.0.0.1:7071] [--token TOKEN] [--timeout 120] [--no-hunter-db] [--verbose]
+The URL and the bearer token default to the ones `make run` wrote to `.devstack/stack.json`
+(`DEVSTACK_STATE_DIR` moves it).
+
+The leads are the demo page's (`devstack/ui.py` SAMPLE_LEADS), so the page and the demo talk about
+the same companies, plus one deliberately invalid lead that shows how the API rejects bad input.
+Each lead ends as one of: created (a new lead in Dataverse), already there (the app had synced it
+before and skipped it at intake, or the worker found it in Dataverse), rejected, or failed. When
+the simulator is the Dataverse, the demo then checks that it holds every lead the app calls synced
+and says so plainly when it does not (exit 1).
 
 Hunter's side too, unless `--no-hunter-db`: the demo starts PostgreSQL (the tests' one,
 `devstack/postgres.py`, about a second) with Hunter's database kept in `.devstack/hunter-postgres`
@@ -12,7 +19,8 @@ Hunter's side too, unless `--no-hunter-db`: the demo starts PostgreSQL (the test
 consumer (`hunter_results`) in the background on the stack's results queue while the leads sync,
 and prints each row as the seed's SQL check reads it:
 `SELECT d365_lead_id, d365_sync_status, d365_sync_last_at FROM companies WHERE domain = '…'`.
-PostgreSQL runs only while the demo does; `make run` itself does not start it.
+PostgreSQL runs only while the demo does; `make run` itself does not start it. The consumer's own
+log lines (JSON) are shown only with `--verbose`; without it, its failures are one plain line each.
 """
 
 from __future__ import annotations
@@ -32,60 +40,24 @@ from typing import Any
 import requests
 
 from devstack.simulator import SimulatorAdmin
+from devstack.ui import SAMPLE_LEADS
 from shared.domains import InvalidDomain, normalize_domain
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES: list[dict[str, Any]] = [
-    {
-        "domain": "northwind-traders.example",
-        "company_name": "Northwind Traders",
-        "final_score": 91,
-        "segment": "enterprise",
-        "priority": 1,
-        "city": "Seattle",
-        "country": "United States",
-        "email": "sales@northwind-traders.example",
-    },
-    {
-        "domain": "contoso-pharma.example",
-        "company_name": "Contoso Pharma",
-        "final_score": 64,
-        "segment": "mid-market",
-        "priority": 2,
-        "city": "Basel",
-        "country": "Switzerland",
-    },
-    {
-        "domain": "https://www.fabrikam-robotics.example/about",
-        "company_name": "Fabrikam Robotics",
-        "final_score": 38,
-        "segment": "smb",
-        "priority": 3,
-        "city": "Munich",
-        "country": "Germany",
-    },
-    {
-        "domain": "adatum-logistics.example",
-        "company_name": "Adatum Logistics",
-        "final_score": 77,
-        "city": "Rotterdam",
-        "country": "Netherlands",
-    },
-    {
-        "domain": "bücherhaus.example",
-        "company_name": "Bücherhaus",
-        "final_score": 55,
-        "city": "Wien",
-        "country": "Austria",
-    },
-    {"domain": "not a domain", "company_name": "Typo Inc."},
-]
+# The deliberately bad lead: the API refuses it at intake (400-style, per item), nothing is queued.
+DELIBERATE_FAILURE: dict[str, Any] = {"domain": "not a domain", "company_name": "Typo Inc."}
+SAMPLES: list[dict[str, Any]] = [*SAMPLE_LEADS, DELIBERATE_FAILURE]
 DONE = {"synced", "error"}
 
 
+def state_dir() -> Path:
+    """`DEVSTACK_STATE_DIR`, else `.devstack` (as `make run`)."""
+    return Path(os.environ.get("DEVSTACK_STATE_DIR") or ROOT / ".devstack")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    stack_file = ROOT / ".devstack" / "stack.json"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stack_file = state_dir() / "stack.json"
     stack = json.loads(stack_file.read_text()) if stack_file.exists() else {}
     parser.add_argument("--url", default=stack.get("host_url", "http://127.0.0.1:7071"))
     parser.add_argument(
@@ -93,59 +65,93 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--no-hunter-db", action="store_true", help="skip Hunter's database and results consumer")
+    parser.add_argument("--verbose", action="store_true", help="show the results consumer's JSON log lines")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as cleanup:
-        hunter = None if args.no_hunter_db else cleanup.enter_context(hunter_database(stack))
+        hunter = None if args.no_hunter_db else cleanup.enter_context(hunter_database(stack, args.verbose))
         return push_and_watch(args, stack, hunter)
 
 
+def describe(item: dict[str, Any], state: dict[str, Any]) -> str:
+    """created / already there / skipped / failed, in words, for one accepted lead."""
+    if item["status"] == "skipped":
+        return "already there (synced before: skipped at intake)"
+    outcome = state.get("last_outcome") or ""
+    if state.get("status") == "synced":
+        return {"created": "created", "recreated": "created again (the old lead was gone)"}.get(
+            outcome, "already there (found in Dataverse)"
+        )
+    return f"{state.get('status')} ({outcome or 'no outcome yet'})"
+
+
 def push_and_watch(args: argparse.Namespace, stack: dict[str, Any], hunter: HunterSide | None) -> int:
-    """Push the samples, watch their status until done, print them (and Hunter's rows)."""
+    """Push the samples, watch their status until done, print them (and Hunter's rows).
+
+    Returns 0 when every valid lead is synced (and, with the simulator as Dataverse, held by it)."""
     api = f"{args.url}/api/v1/d365"
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {args.token}"
-    if hunter is not None:  # Hunter has its companies before anyone presses the button
-        for sample in SAMPLES:
-            with contextlib.suppress(InvalidDomain):
-                hunter.add(normalize_domain(str(sample["domain"])))
     try:
         response = http.post(f"{api}/push-leads", json={"leads": SAMPLES}, timeout=30)
     except requests.ConnectionError:
         print(f"Nothing answers at {args.url}: start the stack with `make run` in another terminal.", file=sys.stderr)
         return 1
+    if response.status_code != 202:
+        print(
+            f"POST push-leads → HTTP {response.status_code}: {response.text[:300] or '(empty body)'}", file=sys.stderr
+        )
+        if response.status_code in (401, 403):
+            print("The token is missing or expired: restart `make run` (it writes a new one).", file=sys.stderr)
+        return 1
     body = response.json()
-    print(f"POST push-leads → HTTP {response.status_code}: {body['accepted']} accepted, {body['rejected']} rejected")
-    domains: list[str] = []
-    for item in body["items"]:
+    items: list[dict[str, Any]] = body["items"]
+    queued = [item for item in items if item["status"] == "queued"]
+    skipped = [item for item in items if item["status"] == "skipped"]
+    print(
+        f"POST push-leads → HTTP 202: {len(queued)} queued, {len(skipped)} already synced (skipped), "
+        f"{body['rejected']} rejected"
+    )
+    for item in items:
         if item["status"] == "rejected":
-            print(f"  rejected #{item['index']}: {item['message']}")
-        else:
-            domains.append(item["domain"])
+            deliberate = SAMPLES[item["index"]] is DELIBERATE_FAILURE
+            label = "deliberately invalid, to show a rejection" if deliberate else "rejected"
+            print(f"  #{item['index']} {SAMPLES[item['index']]['domain']!r}: {label} — {item['message']}")
+    accepted = [item for item in items if item["status"] in ("queued", "skipped")]
+    domains = [str(item["domain"]) for item in accepted]
+    states = watch(http, api, [str(item["domain"]) for item in queued], args.timeout)
+    for item in skipped:
+        states[item["domain"]] = http.get(f"{api}/leads/{item['domain']}", timeout=10).json()
+    print()
+    print(f"{'domain':<32} {'result':<44} link")
+    for item in accepted:
+        state = states[item["domain"]]
+        link = state.get("d365_url") or state.get("last_error") or ""
+        print(f"{item['domain']:<32} {describe(item, state):<44} {link}")
+    held = True
+    if stack.get("simulator_url") and stack.get("dataverse_simulated", True):
+        admin = SimulatorAdmin(stack["simulator_url"], verify=stack["ca_bundle"], timeout=10)
+        held = check_simulated_dataverse(admin, states)
+    if hunter is not None:
+        hunter.show(domains, {d: str(states[d]["status"]) for d in domains}, {str(i["domain"]) for i in skipped})
+    return 0 if held and all(states[d].get("status") == "synced" for d in domains) else 1
+
+
+def watch(http: requests.Session, api: str, domains: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Poll each domain's status, printing every change, until all are done or `timeout` passes."""
     last: dict[str, str] = {}
-    states: dict[str, dict[str, object]] = {}
-    deadline = time.monotonic() + args.timeout
+    states: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for domain in domains:
             states[domain] = http.get(f"{api}/leads/{domain}", timeout=10).json()
-            status = str(states[domain]["status"])
+            status = str(states[domain].get("status"))
             if last.get(domain) != status:
                 print(f"  {time.strftime('%H:%M:%S')}  {domain:<32} {last.get(domain, '-'):>10} → {status}")
                 last[domain] = status
         if all(last.get(d) in DONE for d in domains):
             break
         time.sleep(0.5)
-    print()
-    print(f"{'domain':<32} {'status':<9} {'outcome':<15} link")
-    for domain in domains:
-        state = states[domain]
-        link = state.get("d365_url") or state.get("last_error") or ""
-        print(f"{domain:<32} {state['status']!s:<9} {state.get('last_outcome') or '':<15} {link}")
-    if stack.get("simulator_url"):
-        show_simulated_dataverse(SimulatorAdmin(stack["simulator_url"], verify=stack["ca_bundle"], timeout=10))
-    if hunter is not None:
-        skipped = {str(item["domain"]) for item in body["items"] if item["status"] == "skipped"}
-        hunter.show(domains, {d: str(states[d]["status"]) for d in domains}, skipped)
-    return 0 if all(last.get(d) == "synced" for d in domains) else 1
+    return states
 
 
 class HunterSide:
@@ -154,12 +160,6 @@ class HunterSide:
     def __init__(self, url: str, consumer: Any) -> None:
         self.url = url
         self.consumer = consumer
-
-    def add(self, domain: str) -> None:
-        """A `not_synced` row for `domain` (the app's key for it: normalised, as Hunter should store it)."""
-        from devstack.hunter_db import add_company
-
-        add_company(self.url, domain)
 
     def show(self, domains: list[str], statuses: dict[str, str], skipped: set[str], timeout: float = 30) -> None:
         """Wait until the consumer has applied every outcome, then print the seed's SELECT per domain."""
@@ -198,14 +198,14 @@ class HunterSide:
 
 
 @contextlib.contextmanager
-def hunter_database(stack: dict[str, Any]) -> Iterator[HunterSide | None]:
+def hunter_database(stack: dict[str, Any], verbose: bool = False) -> Iterator[HunterSide | None]:
     """Start PostgreSQL with an empty `companies` table and the consumer; stop both at the end."""
     connection = stack.get("storage_connection_string")
     if not connection:
         print("(Hunter's database skipped: .devstack/stack.json names no local storage; is `make run` running?)")
         yield None
         return
-    from devstack.hunter_db import create_companies
+    from devstack.hunter_db import add_company, create_companies
     from devstack.postgres import LocalPostgres, PostgresUnavailable
     from hunter_results import Consumer, ConsumerSettings
 
@@ -214,11 +214,15 @@ def hunter_database(stack: dict[str, Any]) -> Iterator[HunterSide | None]:
     from hunter_results.__main__ import JsonLines
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
-    handler.setLevel(logging.WARNING)  # the consumer's warnings and failures, as JSON lines
+    if verbose:  # the consumer's warnings and failures, as the JSON lines it logs in production
+        handler.setFormatter(JsonLines())
+        handler.setLevel(logging.WARNING)
+    else:  # its failures only, one plain line each
+        handler.setFormatter(logging.Formatter("Hunter's results consumer: %(message)s"))
+        handler.setLevel(logging.ERROR)
     logging.getLogger("hunter_results").addHandler(handler)
     try:
-        server = LocalPostgres(keep_in=ROOT / ".devstack" / "hunter-postgres").start()
+        server = LocalPostgres(keep_in=state_dir() / "hunter-postgres").start()
     except PostgresUnavailable as exc:
         print(f"(Hunter's database skipped: {exc})")
         yield None
@@ -227,6 +231,11 @@ def hunter_database(stack: dict[str, Any]) -> Iterator[HunterSide | None]:
     try:
         url = server.create_database("hunter")
         create_companies(url)
+        # Hunter has its companies before the consumer reads any outcome (the demo page's pushes
+        # too: same samples), so none of them is an unknown domain.
+        for sample in SAMPLES:
+            with contextlib.suppress(InvalidDomain):
+                add_company(url, normalize_domain(str(sample["domain"])))
         settings = ConsumerSettings.from_env(
             {
                 "HUNTER_RESULTS_DATABASE_URL": url,
@@ -248,12 +257,23 @@ def hunter_database(stack: dict[str, Any]) -> Iterator[HunterSide | None]:
         server.stop()
 
 
-def show_simulated_dataverse(admin: SimulatorAdmin) -> None:
-    """What the simulated Dataverse holds and the requests it answered, from its admin API."""
+def check_simulated_dataverse(admin: SimulatorAdmin, states: dict[str, dict[str, Any]]) -> bool:
+    """Print what the simulated Dataverse holds and the requests it answered; True when it holds
+    every lead the app calls synced (after a restart that lost them, say so instead of linking to
+    leads that are not there)."""
     leads = admin.leads()
     print(f"\nThe simulated Dataverse holds {len(leads)} lead(s); requests it answered, by route and status:")
     for route, by_status in sorted(admin.routes().items()):
         print(f"  {route:<14} " + "  ".join(f"{status}×{n}" for status, n in sorted(by_status.items())))
+    ids = {str(lead.get("leadid")) for lead in leads}
+    missing = [d for d, s in states.items() if s.get("status") == "synced" and s.get("d365_lead_id") not in ids]
+    for domain in missing:
+        print(
+            f"  NOT HELD: {domain} is synced in the app's records as {states[domain].get('d365_lead_id')}, but the "
+            "simulated Dataverse has no such lead (its state was reset apart from storage's): `make clean`, then "
+            "`make run`, starts both afresh"
+        )
+    return not missing
 
 
 if __name__ == "__main__":

@@ -217,9 +217,16 @@ class ProcessGroup:
         self.children: list[subprocess.Popen[Any]] = []
         state_dir.mkdir(parents=True, exist_ok=True)
 
-    def port(self, preferred: int) -> int:
-        """`preferred` when asked for and free, else any free port."""
-        return preferred if self.preferred_ports and port_free(preferred) else free_port()
+    def port(self, preferred: int, name: str = "", explicit: bool = False) -> int:
+        """`preferred` when the group prefers its ports (or the user `explicit`ly asked for it)
+        and it is free, else any free port; a busy preferred port is said, with the one used."""
+        if not (self.preferred_ports or explicit):
+            return free_port()
+        if port_free(preferred):
+            return preferred
+        chosen = free_port()
+        print(f"[devstack] port {preferred} ({name or 'preferred'}) is busy: using {chosen} instead", flush=True)
+        return chosen
 
     def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
         """Start `args` with output to `<state_dir>/<name>.log`."""
@@ -240,7 +247,10 @@ class ProcessGroup:
         returns (its account-key connection string, ports)."""
         if not AZURITE_BINARY.exists():
             raise SystemExit("Azurite is missing: run `make setup` (or `npm install`) first")
-        ports = {name: self.port(default) for name, default in (("blob", 10000), ("queue", 10001), ("table", 10002))}
+        ports = {
+            name: self.port(default, f"Azurite {name}")
+            for name, default in (("blob", 10000), ("queue", 10001), ("table", 10002))
+        }
         data = self.state_dir / "azurite"
         data.mkdir(parents=True, exist_ok=True)
         process = self.spawn("azurite", azurite_command(ports, data, tls))
@@ -250,7 +260,7 @@ class ProcessGroup:
 
     def simulator(self) -> dict[str, Any]:
         """Start the simulator as its own process; returns its `info()`."""
-        port = self.port(8443)
+        port = self.port(8443, "simulator")
         info_path = self.state_dir / "simulator.json"
         info_path.unlink(missing_ok=True)
         process = self.spawn(
@@ -268,7 +278,7 @@ class ProcessGroup:
         self, env: dict[str, str], name: str = "host", port: int | None = None
     ) -> tuple[str, subprocess.Popen[Any]]:
         """Start a local Functions host with `env`; returns (its URL, the process) once it is live."""
-        port = port or self.port(7071)
+        port = port or self.port(7071, "Functions host")
         process = self.spawn(name, [sys.executable, "-m", "devstack.host", "--port", str(port)], env=env)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

@@ -299,23 +299,35 @@ _ready_cache: list[Any] = []
 
 
 def _readiness() -> tuple[int, dict[str, Any]]:
+    """Each dependency checked on its own; a failure is named by its kind (`error: unreachable`,
+    `error: authentication failed`, `error: configuration`, `error: <AzureError type>`), and one
+    nobody foresaw is logged with its traceback and reported as `error: unexpected (<type>)`:
+    the route answers 503 JSON, never a 500 with an empty body."""
     try:
         settings = get_settings()
         services = get_services()
     except ConfigError as exc:
         return 503, {"status": "not_ready", "checks": {"settings": f"error: {exc}"}}
     checks: dict[str, Any] = {"settings": "ok", "auth_mode": settings.auth_mode, "enabled": settings.enabled}
-    try:
-        services.queues.push.get_queue_properties()
-        checks["storage"] = "ok"
-    except AzureError as exc:
-        checks["storage"] = f"error: {type(exc).__name__}"
-    try:
-        services.dataverse.tokens.get_token("healthz")
-        checks["dataverse_auth"] = "ok"
-    except D365AuthenticationError:
-        checks["dataverse_auth"] = "error: authentication failed"
-    except (D365Error, ConfigError) as exc:
-        checks["dataverse_auth"] = f"error: {'configuration' if isinstance(exc, ConfigError) else 'unreachable'}"
+    checks["storage"] = _check("storage", lambda: services.queues.push.get_queue_properties())
+    checks["dataverse_auth"] = _check("dataverse_auth", lambda: services.dataverse.tokens.get_token("healthz"))
     healthy = checks["storage"] == "ok" and checks["dataverse_auth"] == "ok"
     return (200 if healthy else 503), {"status": "ready" if healthy else "not_ready", "checks": checks}
+
+
+def _check(name: str, probe: Any) -> str:
+    """ "ok", or the kind of failure of `probe()` (no message text: it may name ids or hosts)."""
+    try:
+        probe()
+    except D365AuthenticationError:
+        return "error: authentication failed"
+    except ConfigError:
+        return "error: configuration"
+    except D365Error:
+        return "error: unreachable"
+    except AzureError as exc:
+        return f"error: {type(exc).__name__}"
+    except Exception as exc:  # not swallowed: logged with its traceback, answered as a kind
+        logger.exception("healthz_check_failed", extra={"check": name, "error_code": type(exc).__name__})
+        return f"error: unexpected ({type(exc).__name__})"
+    return "ok"

@@ -126,7 +126,7 @@ class FunctionHost:
 
             def _handle(self) -> None:
                 try:
-                    body = read_body(self.command, list(self.headers.items()), self.rfile)
+                    body = read_body(self.command, list(self.headers.items()), self.rfile, self.request_version)
                 except BadRequest as exc:
                     logger.info("host_bad_request", extra={"status": exc.status, "reason": str(exc)})
                     self.close_connection = True

@@ -1,12 +1,17 @@
 """Request-body framing as Kestrel (the Functions host's web server) does it.
 
-From dotnet/aspnetcore `src/Servers/Kestrel/Core/src/Internal/Http/Http1MessageBody.cs` (`For`)
-and `HttpRequestHeaders` (`ParseContentLength`):
+From dotnet/aspnetcore (main) `src/Servers/Kestrel/Core/src/Internal/Http/Http1MessageBody.cs`
+(`For`) and `HttpRequestHeaders` (`ParseContentLength`):
 - `Transfer-Encoding` present: its final coding must be `chunked` (else 400 and the connection is
   closed, RFC 7230 §3.3.3); the chunked body is decoded, and `Content-Length` is ignored.
 - else `Content-Length`: a single non-negative integer (else 400, `InvalidContentLength` /
   `MultipleContentLengths`); that many bytes are the body.
-- else a POST or PUT is refused with 411 Length Required; other methods have an empty body.
+- else the body is empty, except that an HTTP/1.0 POST or PUT is refused with 411 Length Required
+  (`For`: "If we got here, request contains no Content-Length or Transfer-Encoding header. Reject
+  with Length Required for HTTP 1.0." → `RequestRejectionReason.LengthRequiredHttp10`). An HTTP/1.1
+  POST without a length has an empty body: `curl -X POST` with no `-d` sends exactly that. (Kestrel
+  2.x refused HTTP/1.1 too — `RequestRejectionReason.LengthRequired` — and the Functions host runs
+  on a current ASP.NET Core, so the newer rule applies.)
 Python's `http.server` does none of this: it read a chunked body as empty and parsed its chunk as
 a second request, and `Content-Length: -1` made it wait forever.
 """
@@ -37,8 +42,8 @@ class BadRequest(Exception):
 MAX_BODY_BYTES = 100 * 1024 * 1024
 
 
-def read_body(method: str, headers: list[tuple[str, str]], stream: Stream) -> bytes:
-    """The request body from `stream`, framed by `headers`.
+def read_body(method: str, headers: list[tuple[str, str]], stream: Stream, version: str = "HTTP/1.1") -> bytes:
+    """The request body from `stream`, framed by `headers` and the request's HTTP `version`.
 
     Raises:
         BadRequest: framing Kestrel refuses (400, 411, 413).
@@ -60,8 +65,8 @@ def read_body(method: str, headers: list[tuple[str, str]], stream: Stream) -> by
         if length > MAX_BODY_BYTES:
             raise BadRequest(413, "request body too large")
         return _exactly(stream, length)
-    if method in ("POST", "PUT"):
-        raise BadRequest(411, "length required")
+    if version == "HTTP/1.0" and method in ("POST", "PUT"):
+        raise BadRequest(411, "length required (HTTP/1.0)")
     return b""
 
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from devstack import localca
 from devstack.processes import wait_for_signal
 from devstack.simulator import admin, dataverse, devicecode, entra, identity, keyvault, leadpage, signin
+from devstack.simulator.persist import LeadKeeper
 from devstack.simulator.state import DEFAULT_SECRET, SimulatorState
 from devstack.simulator.wire import Request, Response, json_response
 
@@ -233,10 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         client_secret=args.client_secret,
         ca_dir=args.ca_dir,
     )
+    sim.state_dir.mkdir(parents=True, exist_ok=True)
+    keeper = LeadKeeper(sim)
+    kept = keeper.load()  # the leads of the last run (persist.py): they outlive a restart, as Azurite's data does
     sim.start()
-    info = sim.info()
+    keeper.start()
+    info = sim.info() | {"leads_kept": kept}
     (Path(args.state_dir) / "simulator.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info), flush=True)
     wait_for_signal()
+    keeper.stop()
     sim.stop()
     return 0

@@ -642,6 +642,19 @@ class SimulatorState:
         with self._lock:
             return self._leads.pop(lead_id, None) is not None
 
+    def lead_snapshot(self) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        """(A marker that changes with every create, update and delete; every lead), taken
+        together under the lock — for `persist.py`, which keeps the leads across restarts."""
+        with self._lock:
+            return (self._version, len(self._leads)), [dict(r) for r in self._leads.values()]
+
+    def restore_leads(self, records: list[dict[str, Any]]) -> None:
+        """Put back leads saved by `persist.py` (ids, keys and version numbers as they were)."""
+        with self._lock:
+            for record in records:
+                self._leads[str(record["leadid"])] = dict(record)
+                self._version = max(self._version, int(record.get("versionnumber") or 0))
+
     def leads(self, predicate: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
         """Every lead (that `predicate` accepts), in insertion order."""
         with self._lock:

@@ -160,10 +160,10 @@ class MsalTokenProvider:
 
     def _get_locked(self, correlation_id: str | None) -> str:
         if self._app is None:
-            self._app = self._application(self._secret.get())
+            self._app = self._build(self._secret.get, correlation_id)
         result = self._acquire(self._app, correlation_id)
         if result.get("error") in _AUTH_ERRORS and self._secret.refreshable:
-            self._app = self._application(self._secret.refresh())
+            self._app = self._build(self._secret.refresh, correlation_id)
             logger.warning(
                 "d365_secret_refreshed",
                 extra={"reason": result.get("error"), "correlation_id": correlation_id},
@@ -172,19 +172,33 @@ class MsalTokenProvider:
         self._last = self._token_from(result, correlation_id)
         return self._last
 
+    def _build(self, secret: Callable[[], str], correlation_id: str | None) -> msal.ConfidentialClientApplication:
+        # MSAL reads the authority's OpenID configuration while it is constructed, so an unknown
+        # or unreachable authority host (NameResolutionError) surfaces here, before any token
+        # request: the same transient "not sent" as an unreachable token endpoint.
+        value = secret()
+        try:
+            return self._application(value)
+        except (requests.RequestException, ValueError) as exc:
+            raise self._unreachable(exc, correlation_id) from exc
+
     def _acquire(self, app: msal.ConfidentialClientApplication, correlation_id: str | None) -> dict[str, Any]:
         try:
             return app.acquire_token_for_client([self._scope]) or {}
         except (requests.RequestException, ValueError) as exc:
-            logger.warning(
-                "d365_token_acquisition_failed",
-                extra={"error_code": type(exc).__name__, "correlation_id": correlation_id},
-            )
-            # Chained: requests' and MSAL's messages name the endpoint, never the form that holds
-            # the secret. No token means the Dataverse request was never sent.
-            raise D365RequestNotSentError(
-                f"Entra ID token endpoint unreachable: {type(exc).__name__}", "token_endpoint_unreachable"
-            ) from exc
+            raise self._unreachable(exc, correlation_id) from exc
+
+    @staticmethod
+    def _unreachable(exc: Exception, correlation_id: str | None) -> D365RequestNotSentError:
+        logger.warning(
+            "d365_token_acquisition_failed",
+            extra={"error_code": type(exc).__name__, "correlation_id": correlation_id},
+        )
+        # Chained by the caller: requests' and MSAL's messages name the endpoint, never the form
+        # that holds the secret. No token means the Dataverse request was never sent.
+        return D365RequestNotSentError(
+            f"Entra ID token endpoint unreachable: {type(exc).__name__}", "token_endpoint_unreachable"
+        )
 
     def _token_from(self, result: dict[str, Any], correlation_id: str | None) -> str:
         token = result.get("access_token")

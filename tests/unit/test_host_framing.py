@@ -34,13 +34,20 @@ def test_transfer_encoding_wins_over_content_length() -> None:
         ({"Transfer-Encoding": "gzip"}, b"{}", 400),
         ({"Transfer-Encoding": "chunked"}, b"zz\r\n{}\r\n0\r\n\r\n", 400),
         ({"Transfer-Encoding": "chunked"}, b"2\r\n{}XX0\r\n\r\n", 400),
-        ({}, b"{}", 411),
     ],
 )
 def test_framing_kestrel_refuses(headers: dict[str, str], raw: bytes, status: int) -> None:
     with pytest.raises(BadRequest) as refused:
         body("POST", headers, raw)
     assert refused.value.status == status
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_http_1_0_without_a_length_is_411_and_http_1_1_is_an_empty_body(method: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        read_body(method, [], io.BytesIO(b"{}"), "HTTP/1.0")
+    assert refused.value.status == 411
+    assert read_body(method, [], io.BytesIO(b"{}"), "HTTP/1.1") == b""
 
 
 def test_a_get_without_length_has_no_body() -> None:

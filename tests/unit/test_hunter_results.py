@@ -200,14 +200,14 @@ def test_the_loop_backs_off_while_idle_or_failing_and_drains_at_once_while_busy(
     assert totals.received == 6
 
 
-def test_every_setting_the_consumer_reads_is_in_the_readme() -> None:
+def test_every_setting_the_consumer_reads_is_in_its_manual() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     code = (root / "hunter_results" / "settings.py").read_text()
     read = set(re.findall(r'"((?:HUNTER_)[A-Z0-9_]+)"', code))
     assert len(read) >= 14
-    readme = (root / "README.md").read_text()
+    readme = (root / "docs" / "consumer.md").read_text()
     section = readme.split("## Hunter's side: the results consumer", 1)[1].split("\n## ", 1)[0]
     assert not {name for name in read if name not in section}
     for suffix in ("__queueServiceUri", "__credential", "__clientId"):
