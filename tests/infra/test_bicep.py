@@ -940,8 +940,8 @@ def test_entra_registrations_give_the_api_v2_tokens_and_the_roles_the_app_checks
     api_type, api = graph["apiApp"]
     assert api_type == "Microsoft.Graph/applications" and api["signInAudience"] == "AzureADMyOrg"
     assert api["api"]["requestedAccessTokenVersion"] == 2  # v2 issuer: what authsettingsV2 trusts
-    assert {role["value"] for role in api["appRoles"]} == {principal.PUSH, principal.REPLAY}
-    assert [role["id"] for role in api["appRoles"]] == ["pushRoleId", "replayRoleId"]
+    assert {role["value"] for role in api["appRoles"]} == {principal.READ, principal.PUSH, principal.REPLAY}
+    assert [role["id"] for role in api["appRoles"]] == ["readRoleId", "pushRoleId", "replayRoleId"]
     [scope] = api["api"]["oauth2PermissionScopes"]
     assert (scope["id"], scope["value"], scope["type"]) == ("scopeId", "scopeValue", "User")
     _, spa = graph["spaApp"]
