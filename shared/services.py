@@ -58,7 +58,7 @@ def build_services(settings: Settings) -> Services:
         settings.api_version,
         settings.http_timeout_seconds,
         settings.dataverse_concurrency,
-        Pacer(),
+        Pacer(share=settings.dataverse_rate_share),
     )
     store = StateStore(state_table(settings), settings.claim_lease_seconds)
     return Services(settings=settings, dataverse=client, state=store, queues=Queues(settings))
