@@ -56,7 +56,10 @@ def route(method: str, path: str) -> tuple[str, Handler]:
 def serve(sim: Simulator, request: Request) -> Response:
     """Run one Dataverse request (token, limits, faults and latency, then its handler; counted),
     answered with an `x-ms-service-request-id`."""
-    response = _serve(sim, request)
+    server, set_cookie = sim.web_server(request.header("Cookie"))
+    response = _serve(sim, request, server)
+    if set_cookie:
+        response.headers["Set-Cookie"] = set_cookie  # the load balancer's affinity cookie (protection.py)
     # Dataverse puts its own request id on every Web API response, errors included; it is the id
     # Microsoft support traces a request by (Microsoft Learn, "Compose HTTP requests and handle
     # errors"; Microsoft's PowerPlatform-DataverseClient-Python keeps it on every `HttpError`).
@@ -64,14 +67,14 @@ def serve(sim: Simulator, request: Request) -> Response:
     return response
 
 
-def _serve(sim: Simulator, request: Request) -> Response:
+def _serve(sim: Simulator, request: Request, server: int) -> Response:
     name, handler = route(request.method, request.path)
     request_id = request.header("x-ms-client-request-id")
     claims = sim.verify_token(request.header("Authorization"), sim.base_url)
     if claims is None or not sim.is_app_user(claims.get("appid") or claims.get("azp")):
         sim.count(name, 401)
         return Response(401, b"", {"WWW-Authenticate": challenge(sim)})
-    throttled = sim.admit()
+    throttled = sim.admit(server)
     if throttled is not None:
         sim.count(name, 429)
         return odata_error(429, throttled.code, throttled.message, {"Retry-After": seconds(throttled.retry_after)})
@@ -93,7 +96,7 @@ def _serve(sim: Simulator, request: Request) -> Response:
                 sim.count(name, 0, request_id)
                 return Response(0, drop=True)
     finally:
-        sim.release(records)
+        sim.release(records, server)
     sim.count(name, response.status, request_id)
     return response
 
