@@ -123,6 +123,9 @@ class Settings:
     # (shared/pacing.py): HUNTER_D365_RATE_BUDGET_PERCENT, the share of one application user's limits
     # the whole app uses, divided by HUNTER_D365_MAX_INSTANCES, the instances that share it.
     dataverse_rate_share: float = 0.95
+    # The host's worker threads (PYTHON_THREADPOOL_THREAD_COUNT, a platform setting Bicep sets to 16;
+    # unset, the Python worker's own default min(32, cpus + 4)): sizes the Storage pools.
+    worker_threads: int = 16
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -177,6 +180,9 @@ class Settings:
             storage_client_id=env.get("AzureWebJobsStorage__clientId", "").strip(),
             bulk_size=int(_number(env, "HUNTER_D365_BULK_SIZE", 100.0, minimum=1.0)),
             dataverse_rate_share=_rate_budget(env) / plan_from_env(env).max_instances,
+            worker_threads=int(
+                _number(env, "PYTHON_THREADPOOL_THREAD_COUNT", float(min(32, (os.cpu_count() or 1) + 4)), minimum=1.0)
+            ),
         )
         settings.validate()
         return settings

@@ -72,7 +72,8 @@ def token_provider(settings: Settings, session: requests.Session) -> TokenProvid
 
 def build_services(settings: Settings) -> Services:
     """Wire the use case's dependencies (no network until first use)."""
-    session = http_session()
+    # Every Dataverse request this process may have in flight, plus token and Key Vault calls.
+    session = http_session(max(32, settings.dataverse_concurrency + 4))
     client = DataverseClient(
         settings.base_url,
         token_provider(settings, session),

@@ -234,4 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     wait_for_signal()
     host.stop()
+    # The app's Storage round trips in this process (shared/storage.py), for the benchmarks' per-lead
+    # figure; only when the app got as far as loading its storage module.
+    storage = sys.modules.get("shared.storage")
+    if storage is not None:
+        print(json.dumps({"event": "host_stopped", "storage_round_trips": storage.round_trips()}), flush=True)
     return 0
