@@ -26,7 +26,7 @@ What Microsoft documents, and where each behaviour below is modelled:
 
 Microsoft publishes neither how much `Retry-After` grows nor how servers are picked: the simulator
 lengthens the pause by `retry_after_growth_seconds` for every request that arrives during it, and
-the load balancer picks servers in turn.
+the load balancer picks servers in turn; the pause never reaches past one window from now.
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ class WebServer:
         growth = limits.retry_after_growth_seconds
         if growth and moment < self.paused_until:
             # Sent during the pause a 429 asked for: api-limits.md says the duration then grows.
+            # Each one adds `growth`, up to one window: by then the window holds nothing of the
+            # requests that filled it, so no documented rule could keep refusing.
             self.early += 1
-            self.paused_until += growth * self.early
+            self.paused_until = min(self.paused_until + growth, moment + limits.window_seconds)
             last = refused or self.last
             return Throttled(last.code, last.message, self.paused_until - moment)
         if refused is not None:
@@ -147,6 +149,7 @@ class Protection:
         self._cookies = {_cookie_value(i): i for i in range(len(self.servers))}
         self._turn = 0
         self.entitlement = 0  # Power Platform requests: one per record a request wrote, else one
+        self.refused: collections.Counter[str] = collections.Counter()  # 429s by Dataverse error code
         self.executed_total_ms = 0.0
 
     def route(self, cookie_header: str | None) -> tuple[int, str | None]:
@@ -162,7 +165,10 @@ class Protection:
         return index, f"{AFFINITY_COOKIE}={_cookie_value(index)}; Path=/; HttpOnly; Secure"
 
     def admit(self, limits: Limits, server: int, moment: float) -> Throttled | None:
-        return self.servers[server].admit(limits, moment)
+        refused = self.servers[server].admit(limits, moment)
+        if refused is not None:
+            self.refused[refused.code] += 1
+        return refused
 
     def release(self, limits: Limits, server: int, records: int, moment: float) -> None:
         cost = limits.cost_ms(records)

@@ -516,6 +516,7 @@ class Simulator:
                 "max_concurrent_seen": self._protection.max_inflight,
                 "execution_ms": round(self._protection.executed_total_ms, 1),
                 "entitlement_requests": self._protection.entitlement,
+                "refused_by_code": dict(self._protection.refused),
                 "web_servers": self._protection.per_server(),
             }
 

@@ -40,7 +40,9 @@ def test_three_instances_with_duplicates_and_a_killed_host_make_one_lead_per_dom
     first = hosts[0]
     first.admin.configure(latency_ms=600)  # slow Dataverse: the kill lands mid-message
     first.admin.add_fault("*", status=429, retry_after=1, times=3)
-    first.admin.add_fault("lead_upsert" if bulk_size == "1" else "lead_create_multiple", drop_after_commit=True, times=3)
+    first.admin.add_fault(
+        "lead_upsert" if bulk_size == "1" else "lead_create_multiple", drop_after_commit=True, times=3
+    )
     domains = [f"scale-{bulk_size}-{i}.example" for i in range(200)]
     push_batch(first, domains)
     # Duplicate deliveries: every domain's single-lead message once more, whichever path pushed it.

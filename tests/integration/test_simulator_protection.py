@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from devstack.simulator import Simulator, SimulatorAdmin
+from devstack.simulator import Simulator, SimulatorAdmin, state
 from devstack.simulator.protection import AFFINITY_COOKIE, proportional
 from devstack.simulator.state import DOCUMENTED_MAX_EXECUTION_MS, RECORD_COST_MS, REQUEST_COST_MS, Limits
 from shared.dataverse import D365RateLimitError, DataverseClient
@@ -36,18 +36,27 @@ def test_proportional_limits_keep_one_call_the_same_fraction_of_a_window(time_sc
     assert share_of_window(coarse, 100) == pytest.approx(0.02)
 
 
-def test_retry_after_grows_for_a_client_that_keeps_sending(sim: Simulator) -> None:
+def test_retry_after_grows_for_a_client_that_keeps_sending(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(state, "now", lambda: clock[0])
     sim.set_limits(Limits(max_requests=1, window_seconds=30, retry_after_growth_seconds=2))
     assert sim.admit() is None
     sim.release()
+    clock[0] += 20
     first = sim.admit()
-    assert first is not None and first.code == "0x80072322"
+    assert first is not None and first.code == "0x80072322" and first.retry_after == pytest.approx(10)
     pauses = [first.retry_after]
     for _ in range(3):  # sent during the pause: each one is told to wait longer
         again = sim.admit()
         assert again is not None and again.code == "0x80072322"
         pauses.append(again.retry_after)
-    assert pauses == sorted(pauses) and pauses[-1] > pauses[0] + 2 + 4 + 6 - 0.5
+    assert pauses == pytest.approx([10, 12, 14, 16])
+    for _ in range(20):  # but never past one window from now
+        again = sim.admit()
+        assert again is not None and again.retry_after <= 30
+    clock[0] += 30  # a client that waited the whole pause is admitted
+    assert sim.admit() is None
+    sim.release()
 
 
 def test_each_web_server_keeps_its_own_budget_chosen_by_the_affinity_cookie(sim: Simulator) -> None:
