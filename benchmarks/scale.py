@@ -26,8 +26,9 @@ Figures per run: leads/s; throughput ÷ the ceiling of one user (requests on the
 execution time on the bulk path), against the rate and `_strict` (all a sliding window that starts
 empty admits in T s: limit × (1 + T / window)); the share of Dataverse requests answered 429 (with
 and without the injected ones) and of those that were execution-time 429s; entitlement requests
-per lead (every record of a bulk message counts); Storage round trips per lead (every host's HTTP
-calls to Azurite, polling included, logged when the host stops); "Connection pool is full,
+per lead (every record of a bulk message counts); Storage round trips per lead, the app's (state
+table, push/results/poison queues) and the queue trigger's (polling, deleting, renewing: the
+Functions host's own in Azure), logged by each host when it stops; "Connection pool is full,
 discarding connection" warnings in the hosts' logs; lost and duplicate leads.
 """
 
@@ -88,16 +89,19 @@ def describe(limits: Limits) -> dict[str, Any]:
     }
 
 
-def host_logs(state_dir: Path, names: list[str]) -> tuple[int, int]:
-    """(Storage round trips, discarded pool connections) over the hosts' logs."""
-    trips = discarded = 0
+def host_logs(state_dir: Path, names: list[str]) -> tuple[int, int, int]:
+    """(the app's Storage round trips, the host's own, discarded pool connections) over the hosts'
+    logs."""
+    trips = host_trips = discarded = 0
     for name in names:
         for line in (state_dir / f"{name}.log").read_text(errors="replace").splitlines():
             if "discarding connection" in line:
                 discarded += 1
             if '"host_stopped"' in line:
-                trips += int(json.loads(line).get("storage_round_trips", 0))
-    return trips, discarded
+                stopped = json.loads(line)
+                trips += int(stopped.get("storage_round_trips", 0))
+                host_trips += int(stopped.get("host_storage_round_trips", 0))
+    return trips, host_trips, discarded
 
 
 def enqueue_single(connection: str, name: str, domains: list[str], run_id: int) -> None:
@@ -167,7 +171,7 @@ def run(
     routes = admin.routes()
     admitted = dataverse - limited
     refused = counters.get("refused_by_code", {})
-    trips, discarded = host_logs(group.state_dir, names)
+    trips, host_trips, discarded = host_logs(group.state_dir, names)
     request_rate = limits.max_requests / limits.window_seconds
     execution_rate = limits.max_execution_ms / limits.window_seconds
     strict = 1 + elapsed / limits.window_seconds
@@ -188,7 +192,8 @@ def run(
         "limit_429s_by_code": refused,
         "dataverse_requests_per_lead": round(dataverse / leads, 4),
         "entitlement_requests_per_lead": round(counters.get("entitlement_requests", 0) / leads, 3),
-        "storage_round_trips_per_lead": round(trips / leads, 2),
+        "storage_round_trips_per_lead_app": round(trips / leads, 2),
+        "storage_round_trips_per_lead_host_trigger": round(host_trips / leads, 2),
         "discarded_pool_connections": discarded,
         **integrity(admin, domains),
     }
