@@ -402,9 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--limit-scale", type=float, default=0.1, help="both documented limits × this (single/bulk/peer)"
     )
-    parser.add_argument("--limit-window", type=float, default=10.0, help="sliding window, s (single/bulk/peer)")
-    parser.add_argument("--single-leads", type=int, default=200)
-    parser.add_argument("--bulk-leads", type=int, default=3000)
+    parser.add_argument("--limit-window", type=float, default=60.0, help="sliding window, s (single/bulk/peer)")
+    parser.add_argument("--single-leads", type=int, default=400)
+    parser.add_argument("--bulk-leads", type=int, default=5000)
     parser.add_argument("--bulk-size", type=int, default=100, help="leads per bulk message / SDK chunk")
     parser.add_argument("--scale-instances", default="4,8", help="host processes per deployed-shape run (scale)")
     parser.add_argument("--scale-leads", type=int, default=5000, help="backlog per deployed-shape run (scale)")
