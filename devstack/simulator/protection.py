@@ -26,7 +26,8 @@ What Microsoft documents, and where each behaviour below is modelled:
 
 Microsoft publishes neither how much `Retry-After` grows nor how servers are picked: the simulator
 lengthens the pause by `retry_after_growth_seconds` for every request that arrives during it, and
-the load balancer picks servers in turn; the pause never reaches past one window from now.
+the load balancer picks servers in turn; each request sent during a pause is told `growth` ×
+the requests sent early so far more than the pause has left, never more than one window.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class WebServer:
     inflight: int = 0
     max_inflight: int = 0
     paused_until: float = 0.0
-    early: int = 0  # requests that arrived during the pause (each lengthens it)
+    early: int = 0  # requests that arrived during the pause (each is told a longer wait)
     last: Throttled = Throttled(REQUESTS_CODE, "", 0.0)  # the refusal that started the pause
 
     def admit(self, limits: Limits, moment: float) -> Throttled | None:
@@ -86,17 +87,19 @@ class WebServer:
         refused = self._refusal(limits, moment)
         growth = limits.retry_after_growth_seconds
         if growth and moment < self.paused_until:
-            # Sent during the pause a 429 asked for: api-limits.md says the duration then grows.
-            # Each one adds `growth`, up to one window: by then the window holds nothing of the
-            # requests that filled it, so no documented rule could keep refusing.
+            # Sent during the pause a 429 announced: api-limits.md says the wait then grows. The
+            # sender is told a longer wait, up to one window; the pause itself keeps its end, so a
+            # client that waited what it was told is never refused for another's impatience (with
+            # several instances, a pause that grew for everyone held them all off an empty window).
             self.early += 1
-            self.paused_until = min(self.paused_until + growth, moment + limits.window_seconds)
             last = refused or self.last
-            return Throttled(last.code, last.message, self.paused_until - moment)
+            wait = min(self.paused_until - moment + growth * self.early, limits.window_seconds)
+            return Throttled(last.code, last.message, wait)
         if refused is not None:
             if growth:
                 self.last = refused
                 self.paused_until = moment + refused.retry_after
+                self.early = 0
             return refused
         self.early = 0
         self.requests.append(moment)
