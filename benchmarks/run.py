@@ -16,6 +16,8 @@
 5. Issue 15 (`--only single,bulk,peer`, one run, the same limits): the single path at the request
    ceiling, the bulk path at the execution-time ceiling, and Microsoft's SDK as a peer — see
    `benchmarks/bulk.py`.
+6. Issue 20 (`scale`, in the default run): the deployed shape — N host processes on one queue,
+   one table and one simulator with Bicep's settings — see `benchmarks/scale.py`.
 
 Everything runs on loopback: Azurite, the simulator and the host are child processes.
 """
@@ -40,7 +42,7 @@ from typing import Any
 import requests
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from benchmarks import bulk
+from benchmarks import bulk, scale
 from devstack.processes import ROOT, ProcessGroup, api_token, easy_auth_settings, simulator_env
 from devstack.simulator import DEFAULT_SECRET, SimulatorAdmin
 from devstack.simulator.directory import OPERATOR_CLIENT_ID, OPERATOR_SECRET
@@ -394,17 +396,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument(
         "--only",
-        default="cold,calls,idle,throughput,batch",
-        help="comma-separated sections to run (cold, calls, idle, throughput, batch; and single, bulk, peer, "
-        "which run against Dataverse's documented limits scaled by --limit-scale); default the first five",
+        default="cold,calls,idle,throughput,batch,scale",
+        help="comma-separated sections to run (cold, calls, idle, throughput, batch, scale; and single, bulk, "
+        "peer, which run against Dataverse's documented limits scaled by --limit-scale); default the first six",
     )
     parser.add_argument(
         "--limit-scale", type=float, default=0.1, help="both documented limits × this (single/bulk/peer)"
     )
-    parser.add_argument("--limit-window", type=float, default=10.0, help="sliding window, s (single/bulk/peer)")
-    parser.add_argument("--single-leads", type=int, default=200)
-    parser.add_argument("--bulk-leads", type=int, default=3000)
+    parser.add_argument("--limit-window", type=float, default=60.0, help="sliding window, s (single/bulk/peer)")
+    parser.add_argument("--single-leads", type=int, default=400)
+    parser.add_argument("--bulk-leads", type=int, default=5000)
     parser.add_argument("--bulk-size", type=int, default=100, help="leads per bulk message / SDK chunk")
+    parser.add_argument("--scale-instances", default="4,8", help="host processes per deployed-shape run (scale)")
+    parser.add_argument("--scale-leads", type=int, default=5000, help="backlog per deployed-shape run (scale)")
+    parser.add_argument("--quick", action="store_true", help="scale: a 1000-lead backlog instead")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the app's own events would drown the figures
@@ -448,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
             figures["peer: Microsoft's Dataverse SDK from a script"] = bulk.sdk_peer(info, admin, args)
         if sections & {"single", "bulk", "peer"}:
             figures["issue 15 ratios (same run)"] = bulk.comparison(figures)
+        if "scale" in sections:
+            if args.quick:
+                args.scale_leads = 1000
+            print(f"deployed shape: {args.scale_instances} instances, {args.scale_leads} leads per run…", flush=True)
+            figures.update(scale.sections(group, connection, info, admin, args, app_env))
     finally:
         group.stop()
     report(figures)

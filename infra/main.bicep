@@ -116,6 +116,11 @@ param verifyTtlSeconds int = 3600
 @maxValue(1000)
 param bulkSize int = 100
 
+@description('HUNTER_D365_RATE_BUDGET_PERCENT: the percentage of one application user\'s Dataverse request and execution-time limits the app uses in all; each instance paces on this / maximumInstanceCount of them.')
+@minValue(1)
+@maxValue(100)
+param dataverseRateBudgetPercent int = 95
+
 @minValue(1)
 @description('HUNTER_D365_HTTP_TIMEOUT_SECONDS: timeout of one Dataverse or Entra ID request.')
 param httpTimeoutSeconds int = 30
@@ -406,6 +411,7 @@ module api 'app/api.bicep' = {
     claimRetrySeconds: claimRetrySeconds
     verifyTtlSeconds: verifyTtlSeconds
     bulkSize: bulkSize
+    dataverseRateBudgetPercent: dataverseRateBudgetPercent
     httpTimeoutSeconds: httpTimeoutSeconds
     queueDepthSchedule: queueDepthSchedule
     queueName: queueName

@@ -50,6 +50,19 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
     return value
 
 
+# The percentage of one application user's window limits the app uses in all, by default: as the
+# concurrency budget does (shared/concurrency.py), it leaves a little for what else signs in as the
+# same user (the smoke test, an operator's script). A percentage, so Bicep can pass it (no floats).
+DEFAULT_RATE_BUDGET_PERCENT = 95.0
+
+
+def _rate_budget(env: Mapping[str, str]) -> float:
+    value = _number(env, "HUNTER_D365_RATE_BUDGET_PERCENT", DEFAULT_RATE_BUDGET_PERCENT, minimum=1.0)
+    if value > 100:
+        raise ConfigError("HUNTER_D365_RATE_BUDGET_PERCENT: a percentage of one user's limits, at most 100")
+    return value / 100
+
+
 def _https_url(env: Mapping[str, str], name: str, default: str = "") -> str:
     raw = env.get(name, default).strip().rstrip("/")
     if not raw:
@@ -110,6 +123,13 @@ class Settings:
     # this many, each pushed with one lookup and one CreateMultiple (bulk-operations.md recommends
     # 100-1000 per call on standard tables); 1 sends one single-lead message per lead instead.
     bulk_size: int = 100
+    # The fraction of each Dataverse window limit (requests, execution time) this process may use
+    # (shared/pacing.py): HUNTER_D365_RATE_BUDGET_PERCENT, the share of one application user's limits
+    # the whole app uses, divided by HUNTER_D365_MAX_INSTANCES, the instances that share it.
+    dataverse_rate_share: float = 0.95
+    # The host's worker threads (PYTHON_THREADPOOL_THREAD_COUNT, a platform setting Bicep sets to 16;
+    # unset, the Python worker's own default min(32, cpus + 4)): sizes the Storage pools.
+    worker_threads: int = 16
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -163,6 +183,10 @@ class Settings:
             storage_table_service_uri=env.get("AzureWebJobsStorage__tableServiceUri", "").strip(),
             storage_client_id=env.get("AzureWebJobsStorage__clientId", "").strip(),
             bulk_size=int(_number(env, "HUNTER_D365_BULK_SIZE", 100.0, minimum=1.0)),
+            dataverse_rate_share=_rate_budget(env) / plan_from_env(env).max_instances,
+            worker_threads=int(
+                _number(env, "PYTHON_THREADPOOL_THREAD_COUNT", float(min(32, (os.cpu_count() or 1) + 4)), minimum=1.0)
+            ),
         )
         settings.validate()
         return settings

@@ -67,6 +67,7 @@ from shared.pacing import Pacer
 from shared.pipeline import Services, publish
 from shared.retry import Decision, queue_delay
 from shared.state import Claim
+from shared.storage import THREADS_PER_INVOCATION
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,8 +83,9 @@ MAX_FAILED_DELIVERIES = 4
 RECORD_STATUSES = frozenset({400, 409, 412, 413, 422})
 # Dataverse's duplicate alternate-key answer to a create (dataverse-wire.md, "observed").
 DUPLICATE_KEY_CODE = "0x80060892"
-# Table and queue calls of one batch run side by side (each is one HTTP round trip to storage).
-STORAGE_CONCURRENCY = 16
+# Table and queue calls of one batch run side by side (each is one HTTP round trip to storage), as
+# many as storage's connection pool keeps per invocation.
+STORAGE_CONCURRENCY = THREADS_PER_INVOCATION
 # How long replay hides a poison message it has read: long enough that one call sees each
 # message once; the messages it cannot use are made visible again when it ends.
 REPLAY_LEASE_SECONDS = 300

@@ -21,7 +21,20 @@ The pacer does exactly that:
   server's), plus its estimate for the requests still in flight, is under the execution limit —
   the service's own rule, so at most one request's time goes past it.
 - Another 429 after that (another instance shares the user's limit) cuts the rate by a tenth; it
-  recovers by 2 % of the learned ceiling per second without one.
+  recovers by 2 % of the learned ceiling per second without one. An execution-time 429 after the
+  budget is known cuts the execution budget the same way, and it recovers the same way.
+
+**One budget for every instance** (DESIGN §6). The limits are per application user per web server
+(Microsoft Learn, "Service protection API limits",
+https://learn.microsoft.com/power-apps/developer/data-platform/api-limits), and every instance
+signs in as the same application user, so each 429 teaches an instance the limit of the whole app,
+not its own. Dataverse offers no way to coordinate: its `x-ms-ratelimit-*` response headers are
+documented for diagnostics, not as a budget to pace on (shared/reference/dataverse-wire.md). So
+the pacer divides: it uses `share` of every limit it learns, the fraction
+`HUNTER_D365_RATE_BUDGET_PERCENT` / 100 ÷ `HUNTER_D365_MAX_INSTANCES` (`shared/config.py`; Bicep sets the second
+from `maximumInstanceCount`). However many instances run, up to that cap, their sum stays inside
+one user's window limits; the price is that fewer running instances use less than the whole budget,
+so `maximumInstanceCount` should be the number that saturates it (docs/performance.md).
 - Nothing is sent until a 429's Retry-After has passed; a request that slept through a 429 takes a
   new slot, so the threads that were waiting do not all go at once when the pause ends.
 
@@ -63,7 +76,13 @@ class Pacer:
         headroom: float = 0.97,
         max_wait: float = 10.0,
         clock: Callable[[], float] | None = None,
+        share: float = 1.0,
     ) -> None:
+        """`share` (0-1]: the fraction of each learned limit this process may use (see the module
+        docstring: the app's rate budget divided by the instances that share it)."""
+        if not 0 < share <= 1:
+            raise ValueError("share must be within (0, 1]")
+        self.share = share
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()
         self._rate = start_rate
@@ -81,7 +100,9 @@ class Pacer:
         self._ceiling: float | None = None  # requests/s the service allows, once a 429 said
         self._last_429 = 0.0
         self.refusals = 0  # 429s seen: a request that slept through one takes a new slot
-        self._budget_ms: float | None = None  # execution ms per window, once a 429 said
+        self._budget_ms: float | None = None  # this process's execution ms per window, once a 429 said
+        self._budget_factor = 1.0  # cut by later execution-time 429s, as the rate is by request 429s
+        self._budget_grown_at = 0.0
         self._window = 300.0
         self._spent: collections.deque[tuple[float, float]] = collections.deque()
         self._spent_ms = 0.0
@@ -97,6 +118,12 @@ class Pacer:
         """The current pace, requests per second."""
         with self._lock:
             return self._rate
+
+    @property
+    def budget_ms(self) -> float | None:
+        """This process's execution-time budget per window (its share, after cuts), or None."""
+        with self._lock:
+            return None if self._budget_ms is None else self._budget_ms * self._budget_factor
 
     @property
     def ceiling(self) -> float | None:
@@ -174,12 +201,17 @@ class Pacer:
             self.refusals += 1
             self._next = max(self._next, now + retry_after)
             if code == EXECUTION_LIMIT_CODE and limit is not None:
-                self._budget_ms, self._window = limit[0], limit[1]
+                budget = limit[0] * self.share
+                if self._budget_ms != budget:
+                    self._budget_ms, self._window = budget, limit[1]
+                else:  # the budget was already kept: others spend it too, so spend less
+                    self._budget_factor = max(0.1, self._budget_factor * 0.9)
+                self._last_429 = now
                 return
             if limit is None:
                 self._rate = max(0.1, self._rate * 0.8)
                 return
-            ceiling = limit[0] / limit[1]
+            ceiling = limit[0] / limit[1] * self.share
             if self._ceiling != ceiling:
                 self._ceiling = ceiling
                 self._window = limit[1]
@@ -189,6 +221,11 @@ class Pacer:
             self._last_429 = now
 
     def _recover(self, now: float) -> None:
+        if self._budget_factor < 1.0 and now - self._last_429 >= 1.0:
+            self._budget_factor = min(
+                1.0, self._budget_factor + 0.02 * (now - max(self._last_429, self._budget_grown_at))
+            )
+            self._budget_grown_at = now
         if self._ceiling is None:
             return
         cap = self._ceiling
@@ -223,7 +260,7 @@ class Pacer:
         self._forget(now)
         # As the service does: a request is admitted while the window holds less than the budget
         # (its own time is charged when it ends), counting the requests still in flight.
-        allowed = self._budget_ms - self._in_flight_ms - extra_ms
+        allowed = self._budget_ms * self._budget_factor - self._in_flight_ms - extra_ms
         total = self._spent_ms
         if total < allowed:
             return now

@@ -5,6 +5,11 @@ Locally `AzureWebJobsStorage` is a connection string (Azurite); in Azure it is i
 no account key exists anywhere. Queue messages are base64 on the wire, as the Functions host
 expects. Queues and the table are created on first use in a process (Bicep creates them in Azure;
 the call is then a cheap no-op), never at import time nor while the services are built.
+
+Connection pools are sized to the threads that use them (`pool_size`): the SDKs' default pool
+keeps 10 connections per host, and every connection returned beyond that is closed ("Connection
+pool is full, discarding connection") — a new TCP (and TLS) handshake for the next call. Every
+HTTP round trip to Storage is counted (`round_trips`), so benchmarks can report them per lead.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -42,6 +49,57 @@ _TABLE_OPTIONS: dict[str, Any] = {
 }
 
 
+# Threads of one invocation that may call Storage at once: a bulk message's per-lead state work
+# and push-leads' enqueues fan out over 16 threads (shared/engine.py STORAGE_CONCURRENCY, the
+# accept_batch concurrency; tests/integration/test_storage_pool.py keeps them equal).
+THREADS_PER_INVOCATION = 16
+_TRIPS_LOCK = threading.Lock()
+_trips_seen = 0
+
+
+def round_trips() -> int:
+    """HTTP round trips this process has made to Storage (queues and table) so far."""
+    with _TRIPS_LOCK:
+        return _trips_seen
+
+
+def _count(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    global _trips_seen
+    with _TRIPS_LOCK:
+        _trips_seen += 1
+    return response
+
+
+def pool_size(settings: Settings) -> int:
+    """Connections kept per Storage endpoint: every worker thread of the host
+    (PYTHON_THREADPOOL_THREAD_COUNT, `Settings.worker_threads`) running an invocation that fans
+    out over `THREADS_PER_INVOCATION` threads of its own, each holding one connection at most."""
+    return settings.worker_threads * (1 + THREADS_PER_INVOCATION)
+
+
+def _transport(settings: Settings, options: Mapping[str, Any]) -> RequestsTransport:
+    """A transport whose pool holds `pool_size` connections, counting round trips. As the SDK's
+    own transport: retries are the pipeline's (none in the adapter), the proxy settings of the
+    environment apply, and the connect/read timeouts of `options`."""
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=4,
+        pool_maxsize=pool_size(settings),
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.hooks["response"].append(_count)
+    return RequestsTransport(
+        session=session,
+        session_owner=False,
+        connection_timeout=options["connection_timeout"],
+        read_timeout=options["read_timeout"],
+    )
+
+
 def _credential(settings: Settings) -> TokenCredential:
     from azure.identity import ManagedIdentityCredential
 
@@ -57,12 +115,14 @@ class Queues:
         self._settings = settings
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, bool], QueueClient] = {}
+        self._transport = _transport(settings, _QUEUE_OPTIONS)  # one pool for the three queues
 
     def _service(self) -> QueueServiceClient:
         options: dict[str, Any] = {
             "message_encode_policy": TextBase64EncodePolicy(),
             "message_decode_policy": TextBase64DecodePolicy(),
             "api_version": QUEUE_API_VERSION,
+            "transport": self._transport,
             **_QUEUE_OPTIONS,
         }
         if self._settings.storage_connection:
@@ -128,11 +188,12 @@ class LazyTable:
         with self._lock:
             if self._client is None:
                 settings = self._settings
+                options = {**_TABLE_OPTIONS, "transport": _transport(settings, _TABLE_OPTIONS)}
                 if settings.storage_connection:
-                    service = TableServiceClient.from_connection_string(settings.storage_connection, **_TABLE_OPTIONS)
+                    service = TableServiceClient.from_connection_string(settings.storage_connection, **options)
                 else:
                     service = TableServiceClient(
-                        settings.storage_table_service_uri, credential=_credential(settings), **_TABLE_OPTIONS
+                        settings.storage_table_service_uri, credential=_credential(settings), **options
                     )
                 self._client = service.create_table_if_not_exists(settings.state_table_name)
             return self._client

@@ -238,4 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     wait_for_signal()
     host.stop()
+    # The app's Storage round trips in this process (shared/storage.py), for the benchmarks' per-lead
+    # figure; only when the app got as far as loading its storage module.
+    from devstack.host import storage as host_storage
+
+    app_storage = sys.modules.get("shared.storage")
+    trips = {"host_storage_round_trips": host_storage.round_trips()}
+    if app_storage is not None:
+        trips["storage_round_trips"] = app_storage.round_trips()
+    print(json.dumps({"event": "host_stopped", **trips}), flush=True)
     return 0

@@ -9,7 +9,8 @@ one `Simulator` method; `admin_client.SimulatorAdmin` is its only client.
     POST   /_admin/faults               {route, status, times, retry_after, latency_ms, drop_after_commit, code}
     DELETE /_admin/faults               clear faults
     POST   /_admin/limits               {max_requests, window_seconds, max_concurrent, concurrent_retry_after,
-                                         max_execution_ms, request_cost_ms, record_cost_ms, execute}
+                                         max_execution_ms, request_cost_ms, record_cost_ms, execute,
+                                         web_servers, retry_after_growth_seconds}
     POST   /_admin/config               {alternate_key, token_lifetime, latency_ms}
     POST   /_admin/rotate-secret        {client_id, new_secret, secret_name}: new client secret, also in the vault
     PUT    /_admin/secrets/{name}       {value}: a new version in the vault

@@ -97,6 +97,8 @@ class SimulatorAdmin:
         request_cost_ms: float = 0.0,
         record_cost_ms: float = 0.0,
         execute: bool = False,
+        web_servers: int = 1,
+        retry_after_growth_seconds: float = 0.0,
     ) -> dict[str, Any]:
         """Service-protection limits (0: off) and the execution-time cost model (see
         `state.Limits`; `Limits.documented(scale, window)` gives Dataverse's); returns them."""
@@ -113,6 +115,8 @@ class SimulatorAdmin:
                     "request_cost_ms": request_cost_ms,
                     "record_cost_ms": record_cost_ms,
                     "execute": execute,
+                    "web_servers": web_servers,
+                    "retry_after_growth_seconds": retry_after_growth_seconds,
                 },
             )
         )

@@ -59,7 +59,10 @@ def route(method: str, path: str) -> tuple[str, Handler]:
 def serve(sim: Simulator, request: Request) -> Response:
     """Run one Dataverse request (token, limits, faults and latency, then its handler; counted),
     answered with an `x-ms-service-request-id`."""
-    response = _serve(sim, request)
+    server, set_cookie = sim.web_server(request.header("Cookie"))
+    response = _serve(sim, request, server)
+    if set_cookie:
+        response.headers["Set-Cookie"] = set_cookie  # the load balancer's affinity cookie (protection.py)
     # Dataverse puts its own request id on every Web API response, errors included; it is the id
     # Microsoft support traces a request by (Microsoft Learn, "Compose HTTP requests and handle
     # errors"; Microsoft's PowerPlatform-DataverseClient-Python keeps it on every `HttpError`).
@@ -67,7 +70,7 @@ def serve(sim: Simulator, request: Request) -> Response:
     return response
 
 
-def _serve(sim: Simulator, request: Request) -> Response:
+def _serve(sim: Simulator, request: Request, server: int) -> Response:
     sim.org.tick()
     name, handler = route(request.method, request.path)
     # The org's setup (security.py, metadata.py): users, roles, columns, keys.
@@ -85,7 +88,7 @@ def _serve(sim: Simulator, request: Request) -> Response:
     if refused is not None:
         sim.count(name, refused.status, request_id)
         return refused
-    throttled = sim.admit()
+    throttled = sim.admit(server)
     if throttled is not None:
         sim.count(name, 429)
         return odata_error(429, throttled.code, throttled.message, {"Retry-After": seconds(throttled.retry_after)})
@@ -107,7 +110,7 @@ def _serve(sim: Simulator, request: Request) -> Response:
                 sim.count(name, 0, request_id)
                 return Response(0, drop=True)
     finally:
-        sim.release(records)
+        sim.release(records, server)
     sim.count(name, response.status, request_id)
     return response
 

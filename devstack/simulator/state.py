@@ -34,6 +34,7 @@ from devstack.simulator.directory import (
 )
 from devstack.simulator.leads import KEY_COLUMN, LEAD_COLUMNS
 from devstack.simulator.org import Org
+from devstack.simulator.protection import Protection, Throttled
 
 DEFAULT_TENANT = "7d1f2c3a-0b4e-4c59-9a6d-2f1e3b4c5d6e"
 DEFAULT_CLIENT_ID = "3c8e4b1a-5d2f-4e6a-8b7c-9d0e1f2a3b4c"
@@ -106,6 +107,10 @@ class Limits:
     request_cost_ms: float = 0.0
     record_cost_ms: float = 0.0
     execute: bool = False
+    # Web servers behind the org URL, each with these limits for the user (protection.py), and how
+    # much each request sent during a 429's pause lengthens it (0: Retry-After does not grow).
+    web_servers: int = 1
+    retry_after_growth_seconds: float = 0.0
 
     @classmethod
     def documented(cls, scale: float = 1.0, window_seconds: float = DOCUMENTED_WINDOW_SECONDS) -> Limits:
@@ -126,16 +131,6 @@ class Limits:
     def cost_ms(self, records: int) -> float:
         """The execution time charged for one request that wrote `records` records."""
         return self.request_cost_ms + self.record_cost_ms * records
-
-
-@dataclass(frozen=True)
-class Throttled:
-    """A request refused by the service-protection limits: Dataverse's error code, its message and
-    the Retry-After in seconds."""
-
-    code: str
-    message: str
-    retry_after: float
 
 
 class SimulatorState:
@@ -200,12 +195,8 @@ class SimulatorState:
             self._revoked_tokens: set[str] = set()
             self.latency_ms = 0.0
             self._counters: collections.Counter[tuple[str, int]] = collections.Counter()
-            self._window: collections.deque[float] = collections.deque()
-            self._executed: collections.deque[tuple[float, float]] = collections.deque()
-            self._executed_ms = 0.0
-            self._executed_total_ms = 0.0
-            self._inflight = 0
-            self._max_inflight_seen = 0
+            # The web servers' windows, the entitlement count (protection.py).
+            self._protection = Protection()
             self._version = 1000
             self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
 
@@ -438,9 +429,7 @@ class SimulatorState:
         """Replace the service-protection limits and start a new window; returns them."""
         with self._lock:
             self._limits = limits
-            self._window.clear()
-            self._executed.clear()
-            self._executed_ms = 0.0
+            self._protection = Protection(limits.web_servers)
             return asdict(limits)
 
     def limit_message(self, code: str) -> str:
@@ -461,58 +450,24 @@ class SimulatorState:
         requests = limits.max_requests or DOCUMENTED_MAX_REQUESTS
         return f"Number of requests exceeded the limit of {requests} over time window of {window:g} seconds."
 
-    def admit(self) -> Throttled | None:
-        """Apply service-protection limits to one Dataverse request: None when admitted (then
-        `release` must follow), else why it is refused.
+    def web_server(self, cookie_header: str | None) -> tuple[int, str | None]:
+        """The web server a Dataverse request goes to (by its `ARRAffinity` cookie) and the
+        `Set-Cookie` to answer with, if any (protection.py)."""
+        with self._lock:
+            return self._protection.route(cookie_header)
+
+    def admit(self, server: int = 0) -> Throttled | None:
+        """Apply service-protection limits to one Dataverse request on web server `server`: None
+        when admitted (then `release` must follow), else why it is refused.
 
         As api-limits.md describes: exceeding the concurrent limit is refused at once; the two
         window limits refuse a request once the preceding `window_seconds` already hold the
         limit's worth of requests or of execution time (which is charged when a request ends, so
         work in flight can carry the total past the limit, as in Dataverse). Retry-After is the
-        time until the window has room again. Codes and messages are api-limits.md's."""
+        time until the window has room again. Codes and messages are api-limits.md's; each web
+        server keeps its own windows (protection.py)."""
         with self._lock:
-            limits = self._limits
-            moment = now()
-            if limits.max_concurrent and self._inflight >= limits.max_concurrent:
-                return Throttled(
-                    "0x80072326",
-                    f"Number of concurrent requests exceeded the limit of {limits.max_concurrent}.",
-                    limits.concurrent_retry_after,
-                )
-            horizon = moment - limits.window_seconds
-            while self._window and self._window[0] <= horizon:
-                self._window.popleft()
-            while self._executed and self._executed[0][0] <= horizon:
-                self._executed_ms -= self._executed.popleft()[1]
-            if limits.max_requests and len(self._window) >= limits.max_requests:
-                return Throttled(
-                    "0x80072322",
-                    f"Number of requests exceeded the limit of {limits.max_requests} over time "
-                    f"window of {limits.window_seconds:g} seconds.",
-                    self._window[0] + limits.window_seconds - moment,
-                )
-            if limits.max_execution_ms and self._executed_ms >= limits.max_execution_ms:
-                return Throttled(
-                    "0x80072321",
-                    f"Combined execution time of incoming requests exceeded limit of "
-                    f"{limits.max_execution_ms:,.0f} milliseconds over time window of "
-                    f"{limits.window_seconds:g} seconds. Decrease number of concurrent requests or "
-                    "reduce the duration of requests and try again later.",
-                    self._execution_room(limits) - moment,
-                )
-            self._window.append(moment)
-            self._inflight += 1
-            self._max_inflight_seen = max(self._max_inflight_seen, self._inflight)
-        return None
-
-    def _execution_room(self, limits: Limits) -> float:
-        """When enough execution time leaves the window for the total to drop below the limit."""
-        total = self._executed_ms
-        for at, cost in self._executed:
-            total -= cost
-            if total < limits.max_execution_ms:
-                return at + limits.window_seconds
-        return now()
+            return self._protection.admit(self._limits, server, now())
 
     def execution_cost(self, records: int) -> float:
         """Seconds a request that writes `records` records takes, when limits say requests take
@@ -521,16 +476,11 @@ class SimulatorState:
             limits = self._limits
             return limits.cost_ms(records) / 1000 if limits.execute else 0.0
 
-    def release(self, records: int = 0) -> None:
-        """One admitted Dataverse request has finished, having written `records` records: its
-        execution time is charged to the window now."""
+    def release(self, records: int = 0, server: int = 0) -> None:
+        """One admitted Dataverse request has finished on `server`, having written `records`
+        records: its execution time is charged to that server's window now."""
         with self._lock:
-            self._inflight -= 1
-            cost = self._limits.cost_ms(records)
-            if cost:
-                self._executed.append((now(), cost))
-                self._executed_ms += cost
-                self._executed_total_ms += cost
+            self._protection.release(self._limits, server, records, now())
 
     def count(self, route: str, status: int, request_id: str | None = None) -> None:
         """Record one answered request (and, for the last 500, its client request id)."""
@@ -548,8 +498,11 @@ class SimulatorState:
             return {
                 "routes": routes,
                 "total": sum(self._counters.values()),
-                "max_concurrent_seen": self._max_inflight_seen,
-                "execution_ms": round(self._executed_total_ms, 1),
+                "max_concurrent_seen": self._protection.max_inflight,
+                "execution_ms": round(self._protection.executed_total_ms, 1),
+                "entitlement_requests": self._protection.entitlement,
+                "refused_by_code": dict(self._protection.refused),
+                "web_servers": self._protection.per_server(),
             }
 
     def recent_requests(self) -> list[dict[str, Any]]:

@@ -83,6 +83,9 @@ param verifyTtlSeconds int = 3600
 @minValue(1)
 @maxValue(1000)
 param bulkSize int = 100
+@minValue(1)
+@maxValue(100)
+param dataverseRateBudgetPercent int = 95
 param httpTimeoutSeconds int = 30
 @description('NCRONTAB with seconds; the host resolves the timer trigger\'s %HUNTER_D365_QUEUE_DEPTH_SCHEDULE% from it.')
 param queueDepthSchedule string = '0 */5 * * * *'
@@ -129,6 +132,9 @@ var hunterSettings = {
   // The same budget for the app's own bound on Dataverse calls per instance (shared/concurrency.py).
   HUNTER_D365_MAX_INSTANCES: '${maximumInstanceCount}'
   HUNTER_D365_CONCURRENCY_BUDGET: '${dataverseConcurrencyBudget}'
+  // The share of one user's request and execution-time limits the app uses in all; each instance's
+  // pacer takes this / maximumInstanceCount of every limit a 429 teaches it (shared/pacing.py).
+  HUNTER_D365_RATE_BUDGET_PERCENT: '${dataverseRateBudgetPercent}'
   HUNTER_D365_ENABLED: d365Enabled ? 'true' : 'false'
   HUNTER_D365_BASE_URL: d365BaseUrl
   HUNTER_D365_AUTH_MODE: d365AuthMode

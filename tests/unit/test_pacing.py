@@ -97,3 +97,50 @@ def test_a_wait_beyond_max_wait_reserves_nothing() -> None:
     delay, estimate = pacer.wait()
     assert delay == pytest.approx(5) and estimate == 0
     assert pacer.wait()[0] == pytest.approx(5)  # the first call took no slot
+
+
+@pytest.mark.parametrize("instances", [1, 4, 8])
+def test_instances_sharing_one_user_keep_within_its_request_limit_together(instances: int) -> None:
+    """Each of N pacers takes 1/N of the learned limit: the N together never offer more than one
+    application user's 20 requests per 10 s window, however busy each one is."""
+    clock = Clock()
+    pacers = [Pacer(clock=clock, share=1 / instances) for _ in range(instances)]
+    for pacer in pacers:
+        pacer.refused(REQUESTS_LIMIT_CODE, REQUESTS_429)
+        assert pacer.ceiling == pytest.approx(2.0 / instances)
+    sent = 0
+    for _ in range(300):  # 30 s of every pacer asking every 0.1 s
+        for pacer in pacers:
+            delay, estimate = pacer.wait(max_wait=0)
+            if delay == 0 and estimate >= 0:
+                pacer.spent(1.0, 0, estimate)
+                sent += 1
+        clock.now += 0.1
+    # A sliding window that starts empty admits a window's worth at once, then 20 per 10 s.
+    assert sent <= 20 * (1 + 30 / 10)
+
+
+def test_a_share_divides_the_execution_budget_too() -> None:
+    pacer = Pacer(clock=Clock(), share=0.25)
+    pacer.refused(EXECUTION_LIMIT_CODE, EXECUTION_429)
+    assert pacer.budget_ms == pytest.approx(1000.0)
+
+
+def test_another_execution_time_429_lowers_the_budget_and_it_recovers() -> None:
+    """An execution-time 429 with the budget already kept means others spend it too: spend less, as
+    a second request 429 lowers the rate."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.refused(EXECUTION_LIMIT_CODE, EXECUTION_429)
+    assert pacer.budget_ms == pytest.approx(4000.0)
+    pacer.refused(EXECUTION_LIMIT_CODE, EXECUTION_429)
+    assert pacer.budget_ms == pytest.approx(3600.0)
+    clock.now += 30
+    pacer.wait()
+    assert pacer.budget_ms == pytest.approx(4000.0)
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match="share"):
+        Pacer(share=share)
