@@ -47,7 +47,7 @@ from benchmarks.bulk import FAULTS, collect, host_env, inject_faults, integrity,
 from devstack.processes import ProcessGroup, api_token
 from devstack.simulator import SimulatorAdmin
 from devstack.simulator.directory import OPERATOR_CLIENT_ID, OPERATOR_SECRET
-from devstack.simulator.protection import proportional
+from devstack.simulator.proportions import proportional
 from devstack.simulator.state import Limits
 
 CONCURRENCY_BUDGET = 44  # infra/main.bicep dataverseConcurrencyBudget

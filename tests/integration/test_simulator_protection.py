@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from devstack.simulator import Simulator, SimulatorAdmin, state
-from devstack.simulator.protection import AFFINITY_COOKIE, proportional
+from devstack.simulator.proportions import proportional
+from devstack.simulator.protection import AFFINITY_COOKIE
 from devstack.simulator.state import DOCUMENTED_MAX_EXECUTION_MS, RECORD_COST_MS, REQUEST_COST_MS, Limits
 from shared.dataverse import D365RateLimitError, DataverseClient
 from shared.services import http_session
